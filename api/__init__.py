@@ -1,0 +1,1 @@
+"""The HTTP API: images and status."""

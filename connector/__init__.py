@@ -1,0 +1,1 @@
+"""Connectors: the outside systems (Postgres WAL, Salesforce, S3)."""

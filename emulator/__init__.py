@@ -1,0 +1,1 @@
+"""The local Salesforce org: an emulator of the real wire protocols."""

@@ -1,0 +1,1 @@
+"""forcelink: two-way CDC sync between Postgres and Salesforce."""

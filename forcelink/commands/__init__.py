@@ -1,0 +1,1 @@
+"""Sub-commands of the ``forcelink`` CLI: one module each, with ``register``."""

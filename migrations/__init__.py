@@ -1,0 +1,1 @@
+"""Alembic migrations for forcelink's bookkeeping schema."""

@@ -1,0 +1,1 @@
+"""Processors: the sync logic between the event log and the targets."""

@@ -1,0 +1,32 @@
+"""The event log: connectors publish changes to it, processors consume them.
+
+``open_event_log(config)`` returns the backend ``config.eventlog.backend``
+names: ``embedded`` (a log in forcelink's Postgres database, the default) or
+``kafka``. The contract both keep is in ``forcelink.eventlog.base``.
+"""
+
+from __future__ import annotations
+
+from forcelink.eventlog.base import (
+    DEFAULT_SESSION_TIMEOUT,
+    Consumer,
+    Event,
+    EventLog,
+    EventRecord,
+    Position,
+    TopicPartition,
+    UnknownTopic,
+    partition_for,
+)
+
+__all__ = [
+    "DEFAULT_SESSION_TIMEOUT",
+    "Consumer",
+    "Event",
+    "EventLog",
+    "EventRecord",
+    "Position",
+    "TopicPartition",
+    "UnknownTopic",
+    "partition_for",
+]

@@ -33,7 +33,7 @@ ENV_PREFIX = "FORCELINK_"
 
 @dataclass
 class DatabaseConfig:
-    url: str = "postgresql://forcelink@localhost:54329/forcelink"
+    url: str = "postgresql://forcelink@localhost:54320/forcelink"
     """Where the mapped tables and forcelink's bookkeeping live."""
 
 
@@ -89,6 +89,9 @@ class ImagesConfig:
     max_upload_bytes: int = 25 * 1024 * 1024
     thumbnail_sizes: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     presigned_redirect: bool = False
+    presigned_ttl_seconds: int = 300
+    max_image_pixels: int = 40_000_000
+    """Width x height above which an upload is refused (decompression bombs)."""
 
 
 @dataclass
@@ -97,6 +100,20 @@ class ApiConfig:
     token_issuer: str = "forcelink"
     token_audience: str = "forcelink-api"
     keys_dir: str = ".forcelink/keys"
+    public_url: str = ""
+    """Base URL written into Image_URL__c; empty means the request's own URL."""
+    orgs: list[ApiOrgConfig] = field(default_factory=list)
+
+
+@dataclass
+class ApiOrgConfig:
+    """Per-org settings of the image API (an org not listed gets the defaults)."""
+
+    name: str = ""
+    photo_table: str = "salesforce.site_photo__c"
+    """The mapped table of this org's Site_Photo__c mapping."""
+    watermark_text: str = ""
+    """When not empty, thumbnails and other derived images carry this text."""
 
 
 @dataclass
@@ -297,6 +314,11 @@ def _apply_env(instance: Any, env: typing.Mapping[str, str], prefix: str) -> Non
             continue
         raw = env[name]
         real = _optional_inner(hint)
+        if _is_dataclass_list(real):
+            raise ConfigError(
+                f"{dotted} is a list of blocks and can only be set in the file",
+                file=f"${name}",
+            )
         if typing.get_origin(real) is list:
             parts = [p.strip() for p in raw.split(",") if p.strip()]
             inner = typing.get_args(real)[0]
@@ -311,8 +333,40 @@ def _apply_env(instance: Any, env: typing.Mapping[str, str], prefix: str) -> Non
             raise ConfigError(str(error), file=f"${name}") from None
 
 
+def _is_dataclass_list(hint: Any) -> bool:
+    args = typing.get_args(hint)
+    return typing.get_origin(hint) is list and dataclasses.is_dataclass(args[0])
+
+
 def _optional_inner(hint: Any) -> Any:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         real = [a for a in typing.get_args(hint) if a is not type(None)]
         return real[0]
     return hint
+
+
+def reference() -> list[tuple[str, str, str]]:
+    """Every scalar setting as (dotted key, environment variable, default).
+
+    The README's configuration table is this list; a test keeps them equal.
+    """
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(obj: Any, prefix: str, env_ok: bool) -> None:
+        hints = typing.get_type_hints(type(obj))
+        for f in dataclasses.fields(obj):
+            if f.name == "source":
+                continue
+            value = getattr(obj, f.name)
+            dotted = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{dotted}.", env_ok)
+                continue
+            if _is_dataclass_list(hints[f.name]):
+                walk(typing.get_args(hints[f.name])[0](), f"{dotted}[].", False)
+                continue
+            env = ENV_PREFIX + dotted.upper().replace(".", "_") if env_ok else "-"
+            rows.append((dotted, env, repr(value)))
+
+    walk(Config(), "", True)
+    return rows

@@ -22,6 +22,10 @@ def register(commands: Any) -> None:
     check.set_defaults(func=_check)
     show = sub.add_parser("show", help="print the effective settings as JSON")
     show.set_defaults(func=_show)
+    ref = sub.add_parser(
+        "reference", help="print every setting with its variable, as a Markdown table"
+    )
+    ref.set_defaults(func=_reference)
     parser.set_defaults(func=_check)
 
 
@@ -37,4 +41,17 @@ def _check(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     loaded = config.load(args.config)
     print(json.dumps(dataclasses.asdict(loaded), indent=2))
+    return 0
+
+
+def reference_table() -> str:
+    """The README's configuration table (a test keeps the README equal to it)."""
+    lines = ["| key | environment variable | default |", "|---|---|---|"]
+    for key, env, default in config.reference():
+        lines.append(f"| `{key}` | `{env}` | `{default}` |")
+    return "\n".join(lines)
+
+
+def _reference(args: argparse.Namespace) -> int:
+    print(reference_table())
     return 0

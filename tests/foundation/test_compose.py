@@ -70,3 +70,38 @@ def _is_config_variable(name: str) -> bool:
 def test_files_the_compose_file_mounts_exist() -> None:
     for path in ("Dockerfile", "deploy/prometheus/prometheus.yml"):
         assert (ROOT / path).is_file(), path
+
+
+def test_readme_configuration_table_matches_the_code() -> None:
+    from forcelink.commands.config import reference_table
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- config-reference:start -->\n") + len(
+        "<!-- config-reference:start -->\n"
+    )
+    end = readme.index("<!-- config-reference:end -->")
+
+    assert readme[start:end].strip() == reference_table().strip(), (
+        "README's table is stale: regenerate it with `forcelink config reference`"
+    )
+
+
+def test_readme_shows_the_two_commands_and_a_true_layout() -> None:
+    readme = (ROOT / "README.md").read_text()
+
+    assert "make run" in readme and "make test" in readme
+    for folder in (
+        "connector/",
+        "processors/",
+        "api/",
+        "emulator/",
+        "mappings/",
+        "migrations/",
+        "tests/",
+        "bench/",
+        "deploy/",
+        "scripts/",
+        "forcelink/",
+    ):
+        assert f"`{folder}`" in readme, folder
+        assert (ROOT / folder).is_dir(), folder

@@ -13,6 +13,7 @@ import logging
 import sys
 import threading
 import time
+from typing import TextIO
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
@@ -51,22 +52,33 @@ class _JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": mask(record.getMessage()),
         }
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = mask(self.formatException(record.exc_info))
+        if record.stack_info:
+            entry["stack"] = mask(self.formatStack(record.stack_info))
+        # Masked before encoding: JSON escapes quotes, backslashes and newlines,
+        # so a secret holding one would no longer match in the encoded line.
+        # The second pass covers the escaped forms of what is left.
         return mask(json.dumps(entry, default=str))
 
 
-def setup(level: str = "INFO", json_output: bool = False) -> None:
-    """Install one stderr handler on the ``forcelink`` logger tree."""
-    handler = logging.StreamHandler(sys.stderr)
+def make_handler(stream: TextIO, json_output: bool = False) -> logging.Handler:
+    """A handler writing to ``stream`` that masks every registered secret."""
+    handler = logging.StreamHandler(stream)
     if json_output:
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(
             _MaskingFormatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s")
         )
+    return handler
+
+
+def setup(level: str = "INFO", json_output: bool = False) -> None:
+    """Install one stderr handler on the ``forcelink`` logger tree."""
+    handler = make_handler(sys.stderr, json_output)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

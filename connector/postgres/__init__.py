@@ -1,0 +1,1 @@
+"""Postgres change capture: logical replication slot → event log."""

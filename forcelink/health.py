@@ -136,6 +136,7 @@ def serve(
     listen: str,
     registry: CollectorRegistry,
     readiness_checks: Mapping[str, Check] | None = None,
+    check_timeout: float = CHECK_TIMEOUT_SECONDS,
 ) -> ServerHandle:
     """Serve the three endpoints on ``listen`` from a daemon thread.
 
@@ -143,7 +144,7 @@ def serve(
     when the address is malformed or cannot be bound.
     """
     host, port = parse_listen(listen)
-    handler = _handler_class(registry, dict(readiness_checks or {}))
+    handler = _handler_class(registry, dict(readiness_checks or {}), check_timeout)
     server_class = _server_class(host)
     try:
         server = server_class((host, port), handler)
@@ -169,7 +170,7 @@ def _server_class(host: str) -> type[ThreadingHTTPServer]:
 
 
 def _handler_class(
-    registry: CollectorRegistry, checks: dict[str, Check]
+    registry: CollectorRegistry, checks: dict[str, Check], check_timeout: float
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "forcelink"
@@ -184,7 +185,7 @@ def _handler_class(
             elif path == "/healthz":
                 self._send_json(HTTPStatus.OK, {"status": "alive"})
             elif path == "/readyz":
-                ready, body = readiness(checks)
+                ready, body = readiness(checks, check_timeout)
                 status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
                 self._send_json(status, body)
             else:
@@ -212,6 +213,7 @@ def mount_on(
     app: FastAPI,
     registry: CollectorRegistry,
     checks: Mapping[str, Check] | None = None,
+    check_timeout: float = CHECK_TIMEOUT_SECONDS,
 ) -> None:
     """Add ``/metrics``, ``/healthz`` and ``/readyz`` to a FastAPI app.
 
@@ -231,7 +233,7 @@ def mount_on(
         return JSONResponse({"status": "alive"})
 
     def readyz() -> JSONResponse:
-        ready, body = readiness(bound)
+        ready, body = readiness(bound, check_timeout)
         return JSONResponse(body, status_code=200 if ready else 503)
 
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

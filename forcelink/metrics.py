@@ -91,7 +91,9 @@ DELAY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 6
 """End-to-end delay buckets: the 100 ms capture, 1 s and 2 s targets fall on
 bucket bounds, so ``histogram_quantile`` is exact where it matters."""
 
-_API_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+# The header may also carry "per-app-api-usage=17/250(appName=x)": that is a
+# connected app's own quota, not the org's, hence the look-behind.
+_API_USAGE = re.compile(r"(?<![\w-])api-usage=(\d+)/(\d+)")
 
 
 def _check(label: str, value: str, allowed: tuple[str, ...]) -> str:

@@ -22,26 +22,30 @@ literals such as ``LAST_N_DAYS:7`` denote a range of days ``[start, end)``
 taken from the org's clock, so ``CreatedDate = TODAY`` means ``start <= v <
 end`` and ``CreatedDate > TODAY`` means ``v >= end``.
 
-Values in records are in Salesforce JSON form: datetimes as
-``2026-01-02T03:04:05.000+0000`` (always UTC), dates as ``2026-01-02``. Both
-order correctly as strings, so literals are turned into that same form once
-and compared as strings per record.
+Plans read the org's stored rows (``Table.rows``: one list of values per
+record, never changed in place, so a list of them is a snapshot) through
+``itemgetter`` on the column slots: no dict is built per record. Values are
+in Salesforce JSON form: datetimes as ``2026-01-02T03:04:05.000+0000``
+(always UTC), dates as ``2026-01-02``. Both order correctly as strings, so
+literals are turned into that same form once and compared as strings.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from operator import itemgetter
+from typing import Any, Literal
 
 from forcelink.emulator import ids
-from forcelink.emulator.clock import Clock, format_datetime
+from forcelink.emulator.clock import format_datetime
 from forcelink.emulator.errors import ApiError
-from forcelink.emulator.schema import FieldDef, ObjectDef, Schema
+from forcelink.emulator.org import Org, Table
+from forcelink.emulator.schema import FieldDef, ObjectDef
 
-Record = Mapping[str, Any]
+Record = list[Any]  # a stored row: values in ObjectDef.columns order
 Getter = Callable[[Record], Any]
 Predicate = Callable[[Record], bool]
 
@@ -394,24 +398,6 @@ def parse(text: str) -> Query:
 # planning: names against the schema, WHERE into a closure
 
 
-class RecordSource(Protocol):
-    """What a plan needs from the org (``forcelink.emulator.org.Org`` is one)."""
-
-    @property
-    def schema(self) -> Schema: ...
-
-    @property
-    def clock(self) -> Clock: ...
-
-    def get(
-        self, sobject: str, record_id: str, include_deleted: bool = False
-    ) -> dict[str, Any] | None: ...
-
-    def records(
-        self, sobject: str, include_deleted: bool = False
-    ) -> Iterator[dict[str, Any]]: ...
-
-
 _CATEGORY = {
     "id": "id",
     "reference": "id",
@@ -441,8 +427,8 @@ _ACCEPTS = {
     "date": {"date", "range"},
     "datetime": {"datetime", "range"},
 }
-_ADDRESS_KEYS = ("street", "city", "state", "postalCode", "country", "latitude",
-                 "longitude")  # fmt: skip
+_ADDRESS_KEYS = ("city", "country", "geocodeAccuracy", "latitude", "longitude",
+                 "postalCode", "state", "street")  # fmt: skip
 _NO_COLUMN = (
     "No such column '{name}' on entity '{entity}'. If you are attempting to use a "
     "custom field, be sure to append the '__c' after the custom field name. Please "
@@ -470,7 +456,7 @@ class Resolved:
 
     name: str  # canonical dotted name: Account.Name
     field: FieldDef
-    hops: tuple[tuple[FieldDef, ObjectDef], ...]  # (reference field, its object)
+    hops: tuple[tuple[FieldDef, Table], ...]  # (reference field, its object)
     getter: Getter
 
 
@@ -478,17 +464,16 @@ class Resolved:
 class _Node:
     """One object in a REST row: its fields, then its parents, in SELECT order."""
 
-    sobject: str
-    entries: list[tuple[str, Getter | None, str, _Node | None]] = field(
-        default_factory=list
-    )  # (key, getter of a field | None, reference field, parent node)
+    table: Table
+    entries: list[tuple[str, Getter, _Node | None]] = field(default_factory=list)
+    """(key, getter, None) for a field; (key, reference getter, node) for a parent."""
 
-    def child(self, key: str, reference: str, sobject: str) -> _Node:
-        for entry_key, _, _, node in self.entries:
+    def child(self, key: str, reference: Getter, table: Table) -> _Node:
+        for entry_key, _, node in self.entries:
             if entry_key == key and node is not None:
                 return node
-        node = _Node(sobject)
-        self.entries.append((key, None, reference, node))
+        node = _Node(table)
+        self.entries.append((key, reference, node))
         return node
 
 
@@ -502,7 +487,7 @@ class Plan:
     def __init__(
         self,
         query: Query,
-        org: RecordSource,
+        org: Org,
         include_deleted: bool = False,
         version: str = "60.0",
     ) -> None:
@@ -510,7 +495,7 @@ class Plan:
         self.org = org
         self.include_deleted = include_deleted
         self.version = version
-        self._parents: dict[str, dict[str, Any] | None] = {}
+        self._parents: dict[str, Record | None] = {}
 
         found = org.schema.find(query.sobject)
         if found is None:
@@ -522,6 +507,7 @@ class Plan:
                 "call for the appropriate names.",
             )  # fmt: skip
         self.sobject: ObjectDef = found
+        self.table = org.table(found.name)
         self.columns: list[Resolved] = [self.resolve(p) for p in query.fields]
         self.compound = any(c.field.type == "address" for c in self.columns)
         self.predicate = self._condition(query.where) if query.where else None
@@ -543,82 +529,79 @@ class Plan:
         """Follow ``path`` from the queried object; INVALID_FIELD if it leads
         nowhere. ``Account.Name`` on Account itself is accepted, as SOQL does."""
         parts = path.parts
-        obj = self.sobject
-        prefixed = len(parts) > 1 and parts[0].lower() == obj.name.lower()
-        if prefixed and _relationship(obj, parts[0]) is None:
+        table = self.table
+        prefixed = len(parts) > 1 and parts[0].lower() == table.obj.name.lower()
+        if prefixed and _relationship(table.obj, parts[0]) is None:
             parts = parts[1:]
-        hops: list[tuple[FieldDef, ObjectDef]] = []
+        hops: list[tuple[FieldDef, Table]] = []
         for part in parts[:-1]:
-            reference = _relationship(obj, part)
+            reference = _relationship(table.obj, part)
             target = self._target(reference)
             if reference is None or target is None:
                 raise self._invalid(path, _NO_RELATIONSHIP.format(name=part))
             hops.append((reference, target))
-            obj = target
+            table = target
 
-        found = obj.find(parts[-1])
+        found = table.obj.find(parts[-1])
         if found is None:
-            message = _NO_COLUMN.format(name=parts[-1], entity=obj.name)
+            message = _NO_COLUMN.format(name=parts[-1], entity=table.obj.name)
             raise self._invalid(path, message)
         names = [str(ref.relationship_name) for ref, _ in hops] + [found.name]
-        getter = self._chain(tuple(hops), self._local_getter(obj, found))
+        getter = self._local_getter(table, found)
+        sources = [self.table] + [target for _, target in hops[:-1]]
+        for (reference, target), source in reversed(
+            list(zip(hops, sources, strict=True))
+        ):
+            getter = self._hop(self._local_getter(source, reference), target, getter)
         return Resolved(".".join(names), found, tuple(hops), getter)
 
     def _invalid(self, path: FieldPath, message: str) -> ApiError:
         return query_error("INVALID_FIELD", self.query.text, path.pos, message)
 
-    def _target(self, reference: FieldDef | None) -> ObjectDef | None:
+    def _target(self, reference: FieldDef | None) -> Table | None:
         # A polymorphic reference is followed to its first object only.
         if reference is None or not reference.reference_to:
             return None
-        return self.org.schema.find(reference.reference_to[0])
+        if self.org.schema.find(reference.reference_to[0]) is None:
+            return None
+        return self.org.table(reference.reference_to[0])
 
-    def _local_getter(self, obj: ObjectDef, found: FieldDef) -> Getter:
-        name = found.name
+    @staticmethod
+    def _local_getter(table: Table, found: FieldDef) -> Getter:
         if found.type != "address":
-            return lambda record: record.get(name)
-        parts = [
-            (f.name, key)
-            for key in _ADDRESS_KEYS
-            for f in obj.fields.values()
-            if f.compound_of == name and f.component[0].lower() + f.component[1:] == key
-        ]
+            return itemgetter(table.slot[found.name])
+        slots = {
+            f.component[0].lower() + f.component[1:]: table.slot[f.name]
+            for f in table.obj.fields.values()
+            if f.compound_of == found.name
+        }
+        parts = [(key, slots.get(key)) for key in _ADDRESS_KEYS]
 
         def address(record: Record) -> dict[str, Any] | None:
-            value = {key: record.get(column) for column, key in parts}
-            if all(v is None for v in value.values()):
-                return None
-            value["geocodeAccuracy"] = None
-            return value
+            value = {k: None if i is None else record[i] for k, i in parts}
+            return value if any(v is not None for v in value.values()) else None
 
         return address
 
-    def _chain(
-        self, hops: tuple[tuple[FieldDef, ObjectDef], ...], last: Getter
-    ) -> Getter:
-        getter = last
-        for reference, target in reversed(hops):
-            getter = self._hop(reference.name, target.name, getter)
-        return getter
-
-    def _hop(self, reference: str, sobject: str, inner: Getter) -> Getter:
+    def _hop(self, reference: Getter, table: Table, inner: Getter) -> Getter:
         parent = self.parent
 
         def get(record: Record) -> Any:
-            parent_id = record.get(reference)
+            parent_id = reference(record)
             if parent_id is None:
                 return None
-            found = parent(sobject, parent_id)
+            found = parent(table, parent_id)
             return None if found is None else inner(found)
 
         return get
 
-    def parent(self, sobject: str, record_id: str) -> dict[str, Any] | None:
-        """The parent record, looked up once per plan."""
+    def parent(self, table: Table, record_id: str) -> Record | None:
+        """The live parent row, looked up once per plan."""
         try:
             return self._parents[record_id]
         except KeyError:
-            found = self.org.get(sobject, record_id)
+            row = table.rows.get(record_id)
+            found = row if row is not None and table.live(row) else None
             self._parents[record_id] = found
             return found
 
@@ -750,19 +733,26 @@ class Plan:
 
     # -- running
 
-    def run(self) -> list[dict[str, Any]]:
-        """The matching records, ordered, after OFFSET and LIMIT. Records are
-        the org's own dicts: read them now, do not keep them across changes."""
-        source = self.org.records(self.sobject.name, self.include_deleted)
+    def run(self) -> list[Record]:
+        """The matching rows, ordered, after OFFSET and LIMIT.
+
+        The rows are a snapshot: the org replaces a row on every write rather
+        than changing it, and ``list()`` of a dict's values runs without
+        releasing the GIL, so no write lands half-way through the copy."""
+        rows: list[Record] = list(self.table.rows.values())
         predicate = self.predicate
-        matched = list(source) if predicate is None else list(filter(predicate, source))
+        if not self.include_deleted:
+            live = self.table.live
+            rows = [r for r in rows if live(r) and (predicate is None or predicate(r))]
+        elif predicate is not None:
+            rows = list(filter(predicate, rows))
         for key, descending in reversed(self.ordering):  # stable: last key first
-            matched.sort(key=key, reverse=descending)
+            rows.sort(key=key, reverse=descending)
         start = self.query.offset or 0
         stop = None if self.query.limit is None else start + self.query.limit
         if start or stop is not None:
-            matched = matched[start:stop]
-        return matched
+            rows = rows[start:stop]
+        return rows
 
     def flat(self, record: Record) -> tuple[Any, ...]:
         """One Bulk-style row: values in ``column_names`` order."""
@@ -777,40 +767,37 @@ class Plan:
         return self._rest_node(self._tree, record)
 
     def _rest_node(self, node: _Node, record: Record) -> dict[str, Any]:
-        url = (
-            f"/services/data/v{self.version}/sobjects/{node.sobject}/{record.get('Id')}"
-        )
-        row: dict[str, Any] = {"attributes": {"type": node.sobject, "url": url}}
-        for key, getter, reference, parent_node in node.entries:
-            if getter is not None:
+        name = node.table.obj.name
+        url = f"/services/data/v{self.version}/sobjects/{name}/{record[0]}"
+        row: dict[str, Any] = {"attributes": {"type": name, "url": url}}
+        for key, getter, parent_node in node.entries:
+            if parent_node is None:
                 row[key] = getter(record)
                 continue
-            assert parent_node is not None  # entries hold a getter or a node
-            parent_id = record.get(reference)
+            parent_id = getter(record)
             parent = (
-                None
-                if parent_id is None
-                else self.parent(parent_node.sobject, parent_id)
+                None if parent_id is None else self.parent(parent_node.table, parent_id)
             )
             row[key] = None if parent is None else self._rest_node(parent_node, parent)
         return row
 
     def _rest_tree(self) -> _Node:
-        root = _Node(self.sobject.name)
+        root = _Node(self.table)
         for column in self.columns:
-            node, obj = root, self.sobject
+            node, table = root, self.table
             for reference, target in column.hops:
                 key = str(reference.relationship_name)
-                node, obj = node.child(key, reference.name, target.name), target
+                node = node.child(key, self._local_getter(table, reference), target)
+                table = target
             if all(entry[0] != column.field.name for entry in node.entries):
-                getter = self._local_getter(obj, column.field)
-                node.entries.append((column.field.name, getter, "", None))
+                getter = self._local_getter(table, column.field)
+                node.entries.append((column.field.name, getter, None))
         return root
 
 
 def plan(
     query: Query,
-    org: RecordSource,
+    org: Org,
     include_deleted: bool = False,
     version: str = "60.0",
 ) -> Plan:
@@ -821,7 +808,7 @@ def plan(
 
 def execute(
     query: Query | str,
-    org: RecordSource,
+    org: Org,
     include_deleted: bool = False,
     shape: Literal["rest", "flat"] = "rest",
     version: str = "60.0",

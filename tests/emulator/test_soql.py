@@ -1,110 +1,70 @@
 """SOQL subset: parsing, schema checks and evaluation, as tables of cases.
 
-The records live in a small in-memory table shaped like the org's (Salesforce
-JSON values keyed by the schema's field names) so every construct can be
-checked without a server; the wire-level behaviour is tested through
-simple-salesforce in test_query.py.
+The queries run against a real in-process Org (no server), seeded with a
+clock that says when each record was created; the wire-level behaviour is
+tested through simple-salesforce in test_query.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from forcelink.emulator import schema as schema_module
-from forcelink.emulator import soql
+from forcelink.emulator import schema, soql
 from forcelink.emulator.clock import Clock
 from forcelink.emulator.errors import ApiError
-from forcelink.emulator.ids import IdFactory
-from forcelink.emulator.schema import Schema
+from forcelink.emulator.org import CallContext, Org
 
 NOW = datetime(2026, 3, 11, 15, 30, tzinfo=UTC)  # a Wednesday
 
 
-class FixedClock(Clock):
-    def now(self) -> datetime:
-        return NOW
-
-
-class Table:
-    """Records by object, in insertion order: the part of Org soql reads."""
-
+class SetClock(Clock):
     def __init__(self) -> None:
-        self.schema: Schema = schema_module.load()
-        self.clock: Clock = FixedClock()
-        self.ids = IdFactory()
-        self.rows: dict[str, dict[str, dict[str, Any]]] = {}
+        super().__init__()
+        self.moment = NOW
 
-    def add(self, sobject: str, **values: Any) -> str:
-        prefix = self.schema.objects[sobject].key_prefix
-        record_id = self.ids.new(prefix)
-        values.setdefault("IsDeleted", False)
-        self.rows.setdefault(sobject, {})[record_id] = {"Id": record_id, **values}
-        return record_id
+    def now(self) -> datetime:
+        return self.moment
 
-    def get(
-        self, sobject: str, record_id: str, include_deleted: bool = False
-    ) -> dict[str, Any] | None:
-        found = self.rows.get(sobject, {}).get(record_id)
-        if found is None or (found["IsDeleted"] and not include_deleted):
-            return None
-        return found
 
-    def records(
-        self, sobject: str, include_deleted: bool = False
-    ) -> Iterator[dict[str, Any]]:
-        for record in self.rows.get(sobject, {}).values():
-            if include_deleted or not record["IsDeleted"]:
-                yield record
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def org() -> Table:
-    t = Table()
-    acme = t.add(
-        "Account",
-        Name="Acme",
-        NumberOfEmployees=50,
-        Industry="Energy",
-        Active__c=True,
-        Founded__c="2001-05-01",
-        AnnualRevenue=1000.5,
-        BillingCity="Lyon",
-        BillingCountry="France",
-        Regions__c="North;East",
-        CreatedDate="2026-03-11T08:00:00.000+0000",
-        Description="it's 100% fine",
-    )
-    globex = t.add(
-        "Account",
-        Name="globex",
-        NumberOfEmployees=7,
-        Industry="Other",
-        Active__c=False,
-        Founded__c="1999-12-31",
-        Regions__c="South",
-        CreatedDate="2026-03-10T23:59:59.000+0000",
-    )
-    t.add(
-        "Account",
-        Name="Initech",
-        Active__c=True,
-        Founded__c=None,
-        CreatedDate="2026-02-01T00:00:00.000+0000",
-    )
-    t.add("Account", Name="Gone Ltd", IsDeleted=True, Active__c=True)
-    t.add("Contact", LastName="Ada", FirstName="Lovelace", AccountId=acme)
-    t.add("Contact", LastName="Bob", AccountId=globex, Email="bob@globex.example")
-    t.add("Contact", LastName="Cy", AccountId=None)
-    wo = t.add("WorkOrder", Subject="Fix pump", AccountId=acme)
-    t.add("Site_Photo__c", Name="p1", Work_Order__c=wo)
-    return t
+def org() -> Org:
+    clock = SetClock()
+    org = Org(schema.load(), clock=clock)
+    ctx = CallContext(org.register_user("soql@example.com"))
+
+    def add(sobject: str, created: str = "2026-03-01T00:00:00", **values: Any) -> str:
+        clock.moment = at(created)
+        return org.create(sobject, values, ctx)
+
+    acme = add(
+        "Account", "2026-03-11T08:00:00", Name="Acme", NumberOfEmployees=50,
+        Industry="Energy", Active__c=True, Founded__c="2001-05-01",
+        AnnualRevenue=1000.5, BillingCity="Lyon", BillingCountry="France",
+        Regions__c="North;East", Description="it's 100% fine",
+    )  # fmt: skip
+    globex = add(
+        "Account", "2026-03-10T23:59:59", Name="globex", NumberOfEmployees=7,
+        Industry="Other", Active__c=False, Founded__c="1999-12-31", Regions__c="South",
+    )  # fmt: skip
+    add("Account", "2026-02-01T00:00:00", Name="Initech", Active__c=True)
+    org.delete("Account", add("Account", Name="Gone Ltd", Active__c=True), ctx)
+    add("Contact", LastName="Ada", FirstName="Lovelace", AccountId=acme)
+    add("Contact", LastName="Bob", AccountId=globex, Email="bob@globex.example")
+    add("Contact", LastName="Cy")
+    work_order = add("WorkOrder", Subject="Fix pump", AccountId=acme)
+    add("Site_Photo__c", Name="p1", Work_Order__c=work_order)
+    clock.moment = NOW
+    return org
 
 
-def names(org: Table, text: str, include_deleted: bool = False) -> list[Any]:
+def names(org: Org, text: str, include_deleted: bool = False) -> list[Any]:
     total, rows = soql.execute(text, org, include_deleted, shape="flat")
     found = [row[0] for row in rows]
     assert total == len(found)
@@ -161,11 +121,11 @@ WHERE_CASES = [
 
 
 @pytest.mark.parametrize(("where", "expected"), WHERE_CASES)
-def test_where__table(org: Table, where: str, expected: list[str]) -> None:
+def test_where__table(org: Org, where: str, expected: list[str]) -> None:
     assert names(org, f"SELECT Name FROM Account WHERE {where}") == expected
 
 
-def test_where__parent_field_and_id_forms(org: Table) -> None:
+def test_where__parent_field_and_id_forms(org: Org) -> None:
     assert names(org, "SELECT LastName FROM Contact WHERE Account.Name = 'GLOBEX'") == [
         "Bob"
     ]
@@ -181,7 +141,7 @@ def test_where__parent_field_and_id_forms(org: Table) -> None:
     assert names(org, query) == ["Ada"]
 
 
-def test_where__two_hops(org: Table) -> None:
+def test_where__two_hops(org: Org) -> None:
     query = "SELECT Name, Work_Order__r.Account.Name FROM Site_Photo__c"
     _, rows = soql.execute(query, org, shape="flat")
     assert list(rows) == [("p1", "Acme")]
@@ -202,11 +162,11 @@ ORDER_CASES = [
 
 
 @pytest.mark.parametrize(("order", "expected"), ORDER_CASES)
-def test_order_by__table(org: Table, order: str, expected: list[str]) -> None:
+def test_order_by__table(org: Org, order: str, expected: list[str]) -> None:
     assert names(org, f"SELECT Name FROM Account ORDER BY {order}") == expected
 
 
-def test_limit_offset_and_count(org: Table) -> None:
+def test_limit_offset_and_count(org: Org) -> None:
     base = "SELECT Name FROM Account ORDER BY Name"
     assert names(org, f"{base} LIMIT 2") == ["Acme", "globex"]
     assert names(org, f"{base} LIMIT 1 OFFSET 1") == ["globex"]
@@ -220,13 +180,13 @@ def test_limit_offset_and_count(org: Table) -> None:
     assert total == 4
 
 
-def test_query_all_sees_deleted_records(org: Table) -> None:
+def test_query_all_sees_deleted_records(org: Org) -> None:
     query = "SELECT Name, IsDeleted FROM Account WHERE IsDeleted = true"
     assert names(org, query) == []
     assert names(org, query, include_deleted=True) == ["Gone Ltd"]
 
 
-def test_rest_rows__attributes_parents_and_address(org: Table) -> None:
+def test_rest_rows__attributes_parents_and_address(org: Org) -> None:
     query = (
         "SELECT id, lastname, account.name, Account.BillingAddress FROM Contact "
         "ORDER BY LastName"
@@ -256,7 +216,7 @@ def test_rest_rows__attributes_parents_and_address(org: Table) -> None:
     assert cy["Account"] is None
 
 
-def test_flat_rows__dotted_column_names(org: Table) -> None:
+def test_flat_rows__dotted_column_names(org: Org) -> None:
     text = "SELECT lastname, account.name FROM Contact ORDER BY LastName"
     bound = soql.plan(soql.parse(text), org)
     assert bound.column_names == ["LastName", "Account.Name"]
@@ -373,7 +333,7 @@ ERROR_CASES = [
 
 @pytest.mark.parametrize(("text", "code", "words", "column"), ERROR_CASES)
 def test_errors__worded_like_salesforce(
-    org: Table, text: str, code: str, words: str, column: int | None
+    org: Org, text: str, code: str, words: str, column: int | None
 ) -> None:
     with pytest.raises(ApiError) as caught:
         soql.execute(text, org)
@@ -386,7 +346,7 @@ def test_errors__worded_like_salesforce(
         assert caret_line == " " * (column - 1) + "^"
 
 
-def test_errors__row_and_column_on_later_lines(org: Table) -> None:
+def test_errors__row_and_column_on_later_lines(org: Org) -> None:
     with pytest.raises(ApiError) as caught:
         soql.execute("SELECT Id\nFROM Account\n WHERE Nme = 'x'", org)
     assert "ERROR at Row:3:Column:8\nNo such column 'Nme'" in caught.value.message

@@ -534,12 +534,14 @@ class Plan:
         if prefixed and _relationship(table.obj, parts[0]) is None:
             parts = parts[1:]
         hops: list[tuple[FieldDef, Table]] = []
+        sources: list[Table] = []  # the table each reference field belongs to
         for part in parts[:-1]:
             reference = _relationship(table.obj, part)
             target = self._target(reference)
             if reference is None or target is None:
                 raise self._invalid(path, _NO_RELATIONSHIP.format(name=part))
             hops.append((reference, target))
+            sources.append(table)
             table = target
 
         found = table.obj.find(parts[-1])
@@ -548,11 +550,10 @@ class Plan:
             raise self._invalid(path, message)
         names = [str(ref.relationship_name) for ref, _ in hops] + [found.name]
         getter = self._local_getter(table, found)
-        sources = [self.table] + [target for _, target in hops[:-1]]
-        for (reference, target), source in reversed(
-            list(zip(hops, sources, strict=True))
-        ):
-            getter = self._hop(self._local_getter(source, reference), target, getter)
+        for index in reversed(range(len(hops))):
+            reference, target = hops[index]
+            fk = self._local_getter(sources[index], reference)
+            getter = self._hop(fk, target, getter)
         return Resolved(".".join(names), found, tuple(hops), getter)
 
     def _invalid(self, path: FieldPath, message: str) -> ApiError:

@@ -255,8 +255,9 @@ class PgOutputDecoder:
         relation = self._relation_at(payload)
         pos = 5
         old = None
-        if payload[pos : pos + 1] in (b"K", b"O"):
-            old, pos = _tuple(relation, payload, pos + 1)
+        kind = payload[pos : pos + 1]
+        if kind in (b"K", b"O"):
+            old, pos = _tuple(relation, payload, pos + 1, key_only=kind == b"K")
         if payload[pos : pos + 1] != b"N":
             raise DecodeError(f"update without new tuple: {payload[pos : pos + 1]!r}")
         new, _ = _tuple(relation, payload, pos + 1)
@@ -264,9 +265,10 @@ class PgOutputDecoder:
 
     def _delete(self, payload: bytes) -> Delete:
         relation = self._relation_at(payload)
-        if payload[5:6] not in (b"K", b"O"):
-            raise DecodeError(f"delete without old key: {payload[5:6]!r}")
-        old, _ = _tuple(relation, payload, 6)
+        kind = payload[5:6]
+        if kind not in (b"K", b"O"):
+            raise DecodeError(f"delete without old key: {kind!r}")
+        old, _ = _tuple(relation, payload, 6, key_only=kind == b"K")
         return Delete(relation, old)
 
     def _truncate(self, payload: bytes) -> Truncate:
@@ -308,8 +310,15 @@ def _cstring(payload: bytes, pos: int) -> tuple[str, int]:
     return payload[pos:end].decode("utf-8"), end + 1
 
 
-def _tuple(relation: Relation, payload: bytes, pos: int) -> tuple[Tuple, int]:
-    """Decode TupleData at pos into converted values; return the next position."""
+def _tuple(
+    relation: Relation, payload: bytes, pos: int, *, key_only: bool = False
+) -> tuple[Tuple, int]:
+    """Decode TupleData at pos into converted values; return the next position.
+
+    A ``K`` tuple (old key) sends every column but only the replica identity
+    ones hold data; with ``key_only`` the others are left out, not reported
+    as NULL.
+    """
     (count,) = _INT16.unpack_from(payload, pos)
     pos += 2
     columns = relation.columns
@@ -332,7 +341,8 @@ def _tuple(relation: Relation, payload: bytes, pos: int) -> tuple[Tuple, int]:
                     f" {text[:60]!r} (type {columns[index].type_oid}): {error}"
                 ) from error
         elif kind == 0x6E:  # 'n': null
-            values[name] = None
+            if not key_only or columns[index].in_identity:
+                values[name] = None
             pos += 1
         elif kind == 0x75:  # 'u': unchanged TOAST, no value on the wire
             unchanged.append(name)

@@ -220,13 +220,18 @@ def mount_on(
     The routes are plain ``def`` functions, so FastAPI runs the (blocking)
     checks in its thread pool rather than on the event loop.
     """
-    from fastapi import Request
     from fastapi.responses import JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
 
     bound = dict(checks or {})
 
-    def metrics(request: Request) -> Response:
-        payload, content_type = metrics_payload(registry, request.headers.get("accept"))
+    # A Starlette route (not a FastAPI one): it gets the request positionally,
+    # so its annotation need not resolve in this module's globals.
+    async def metrics(request: Request) -> Response:
+        payload, content_type = await run_in_threadpool(
+            metrics_payload, registry, request.headers.get("accept")
+        )
         return Response(payload, media_type=content_type)
 
     def healthz() -> JSONResponse:
@@ -236,7 +241,7 @@ def mount_on(
         ready, body = readiness(bound, check_timeout)
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
 

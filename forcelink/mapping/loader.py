@@ -394,9 +394,10 @@ class _Context:
     def describe_field(self, name: str) -> dict[str, Any] | None:
         return self.by_name.get(name.lower())
 
-    def unknown_field(self, name: str, where: str = "field") -> str:
+    def unknown_field(self, name: str, where: str = "") -> str:
         choices = [str(f["name"]) for f in self.by_name.values()]
-        return f"{where}: unknown field {name!r} on {self.described['name']}" + suggest(
+        prefix = f"{where}: " if where else ""
+        return f"{prefix}unknown field {name!r} on {self.described['name']}" + suggest(
             name, choices
         )
 

@@ -36,6 +36,7 @@ its way to Salesforce, which stores no finer.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Callable
@@ -113,9 +114,17 @@ def parse_column_type(text: str) -> ColumnType:
     """Parse a type override; ConversionError says what is accepted."""
     match = _TYPE_PATTERN.match(text)
     name = match["name"].lower().strip() if match else ""
-    if not match or name not in _ALIASES:
+    if name.startswith("timestamp") and name not in _ALIASES:
         raise ConversionError(
-            f"unknown column type {text!r} (known: {', '.join(KNOWN_COLUMN_TYPES)})"
+            f"column type {text!r} drops the time zone: use timestamptz "
+            "(forcelink stores datetimes in UTC)"
+        )
+    if not match or name not in _ALIASES:
+        guess = difflib.get_close_matches(name, KNOWN_COLUMN_TYPES, n=1)
+        hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+        raise ConversionError(
+            f"unknown column type {text!r}{hint}; known: "
+            + ", ".join(KNOWN_COLUMN_TYPES)
         )
     kind, canonical = _ALIASES[name]
     a = int(match["a"]) if match["a"] else None

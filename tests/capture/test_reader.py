@@ -11,9 +11,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from forcelink.connector.postgres import setup
 from forcelink.connector.postgres.pgoutput import parse_lsn
 from forcelink.connector.postgres.reader import PostgresChangeReader, ReaderSettings
-from forcelink.connector.postgres import setup
 from forcelink.connector.postgres.setup import apply_session_origin
 from forcelink.db import migrate
 from forcelink.errors import PositionLost, SourceUnavailable
@@ -29,8 +29,8 @@ def db(fresh_database: str) -> str:
     migrate(fresh_database)
     with psycopg.connect(fresh_database, autocommit=True) as conn:
         conn.execute(
-            "CREATE TABLE public.account (id int PRIMARY KEY, name text, amount numeric,"
-            " notes text, sfid varchar(18))"
+            "CREATE TABLE public.account (id int PRIMARY KEY, name text,"
+            " amount numeric, notes text, sfid varchar(18))"
         )
         conn.execute("CREATE TABLE public.contact (a int, b text, PRIMARY KEY (a, b))")
         conn.execute("CREATE TABLE public.unmapped (id serial PRIMARY KEY, x text)")

@@ -39,6 +39,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -355,24 +356,23 @@ def to_salesforce(value: Any, form: Form = "json") -> Any:
     return value
 
 
-_DECIMAL_MARK = "\x00decimal:"
-_DECIMAL_TOKEN = re.compile(r'"\\u0000decimal:(-?[0-9.]+)"')
-
-
 def dumps(value: Any) -> str:
     """JSON text with every Decimal written as an exact JSON number.
 
     The standard encoder knows no Decimal and ``float`` would round it, so
-    Decimals are first written as marked strings and the marks then
-    replaced by the bare digits.
+    Decimals are first written as strings carrying a random per-call mark,
+    then the marked strings are replaced by their bare digits. The mark
+    starts with NUL and is new each call, so ordinary text never matches.
     """
+    nonce = secrets.token_hex(8)
 
     def mark(item: Any) -> str:
         if isinstance(item, Decimal):
-            return _DECIMAL_MARK + _decimal_text(item)
+            return f"\x00{nonce}:{_decimal_text(item)}"
         raise TypeError(f"{type(item).__name__} is not JSON serializable")
 
-    return _DECIMAL_TOKEN.sub(r"\1", json.dumps(value, default=mark))
+    token = re.compile(r'"\\u0000' + nonce + r':(-?[0-9.]+)"')
+    return token.sub(r"\1", json.dumps(value, default=mark))
 
 
 def loads(text: str | bytes) -> Any:

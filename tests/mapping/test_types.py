@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -173,7 +173,7 @@ def test_canonical_values_are_utc_and_decimal() -> None:
     moment = types.from_salesforce("datetime", "2026-01-02T03:04:05.000-0500")
     number = types.from_salesforce("double", 0.1)
 
-    assert moment == datetime(2026, 1, 2, 8, 4, 5, tzinfo=timezone.utc)
+    assert moment == datetime(2026, 1, 2, 8, 4, 5, tzinfo=UTC)
     assert moment.utcoffset() == timedelta(0)
     assert number == Decimal("0.1")
     assert types.from_salesforce("date", "2026-01-02") == date(2026, 1, 2)

@@ -37,16 +37,27 @@ def exposed_names(metrics: Metrics) -> set[str]:
     return set(re.findall(r"^# TYPE (\S+) ", text, flags=re.MULTILINE))
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1: from FORCELINK_PORT_BASE + 50 .. + 99
-    when that is set (private ranges on shared machines), else any."""
+    when that is set (private ranges on shared machines), else any.
+
+    Ports from the private range are handed out once per test session, so
+    the range allows 50 servers per session."""
     base = os.environ.get("FORCELINK_PORT_BASE")
-    candidates = range(int(base) + 50, int(base) + 100) if base else [0]
+    candidates = range(int(base) + 50, int(base) + 100) if base else [0] * 20
     for port in candidates:
+        if port in _handed_out:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return int(sock.getsockname()[1])
+            chosen = int(sock.getsockname()[1])
+        # The caller binds it later: never hand the same port out twice.
+        _handed_out.add(chosen)
+        return chosen
     raise RuntimeError(f"no free port in {candidates}")

@@ -11,7 +11,9 @@ into a response.
 
 A check is a callable that returns when the thing it checks works and raises
 when not. Checks run in parallel, each bounded by ``CHECK_TIMEOUT_SECONDS``;
-one that has not answered by then counts as failed ("Timeout").
+one that has not answered by then counts as failed ("Timeout"). The probe
+stops waiting but cannot stop the check's thread, so a check must bound its
+own I/O (a connect timeout) or hung probes will pile threads up.
 
 Two ways to serve them: ``serve()`` starts a small threaded HTTP server of its
 own (for processes without a web framework), ``mount_on()`` adds the same
@@ -27,9 +29,10 @@ import argparse
 import json
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -84,7 +87,7 @@ def readiness(
     return not failing, body
 
 
-def _outcome(name: str, future: Any) -> str:
+def _outcome(name: str, future: Future[None]) -> str:
     if not future.done():
         logger.warning("readiness check %s did not answer in time", name)
         return "failed: Timeout"
@@ -278,13 +281,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="forcelink.yaml to read")
     args = parser.parse_args(argv)
 
-    config = config_module.load(args.config)
-    log.setup(config.logging.level, json_output=config.logging.json)
-    METRICS.set_config(config)
-    for org in config.orgs:
-        METRICS.declare_org(org.name)
-    checks = {"database": database_check(config.database.url)}
-    handle = serve(args.listen or config.metrics.listen, METRICS.registry, checks)
+    try:
+        config = config_module.load(args.config)
+        log.setup(config.logging.level, json_output=config.logging.json)
+        METRICS.set_config(config)
+        for org in config.orgs:
+            METRICS.declare_org(org.name)
+        checks = {"database": database_check(config.database.url)}
+        handle = serve(args.listen or config.metrics.listen, METRICS.registry, checks)
+    except ConfigError as error:
+        print(f"forcelink health: {error}", file=sys.stderr)
+        return 2
     print(f"forcelink health: listening on {handle.url}", flush=True)
     try:
         while True:

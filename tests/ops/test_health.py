@@ -185,3 +185,19 @@ def test_database_check__unreachable_is_source_unavailable() -> None:
     with pytest.raises(SourceUnavailable) as raised:
         database_check(url, timeout=1)()
     assert "hunter2" not in str(raised.value)
+
+
+def test_standalone__bad_listen_address_exits_2() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "forcelink.health", "--listen", "nonsense"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"FORCELINK_CONFIG": "", "PATH": "/usr/bin:/bin"},
+    )
+
+    assert result.returncode == 2
+    assert "metrics.listen: listen address 'nonsense' is not host:port" in result.stderr

@@ -40,7 +40,7 @@ from forcelink.emulator.clock import Clock, epoch_ms, format_datetime
 from forcelink.emulator.errors import ApiError, not_found
 from forcelink.emulator.ids import USER_PREFIX, IdFactory, normalize
 from forcelink.emulator.journal import Journal
-from forcelink.emulator.limits import Faults, Usage
+from forcelink.emulator.limits import DEFAULT_DAILY_LIMIT, Faults, Usage
 from forcelink.emulator.schema import FieldDef, ObjectDef, Schema
 from forcelink.emulator.sessions import DEFAULT_TOKEN_SECONDS, SessionStore
 from forcelink.emulator.values import converter
@@ -167,7 +167,8 @@ class Org:
         self.journal = Journal(self.clock)
         self.ids = IdFactory()
         self.sessions = SessionStore(self.clock, token_seconds)
-        self.usage = Usage()
+        self.default_daily_limit = DEFAULT_DAILY_LIMIT
+        self.usage = Usage(self.default_daily_limit)
         self.faults = Faults()
         self.api_version = api_version
         self.apps: dict[str, ConnectedApp] = {}
@@ -179,6 +180,8 @@ class Org:
         self._lock = threading.RLock()
         self._txn: _Transaction | None = None
         self._commits = itertools.count(1)
+        self.writes = 0
+        """Committed writes so far: persistence saves when this moves."""
 
     # -- registration ---------------------------------------------------
 
@@ -218,7 +221,27 @@ class Org:
                 raise
             finally:
                 self._txn = None
+            self.writes += len(txn.undo)
             self._publish(txn)
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a transaction: if the block raises, undo only its writes.
+
+        The exception still propagates; the transaction goes on. This is how
+        a call with allOrNone=false (or a Bulk batch) keeps the good rows of a
+        batch in one transaction while reporting the bad ones.
+        """
+        txn = self._current()
+        undo_mark, change_mark = len(txn.undo), len(txn.changes)
+        try:
+            yield
+        except BaseException:
+            for table, record_id, row in reversed(txn.undo[undo_mark:]):
+                table.store(record_id, row)
+            del txn.undo[undo_mark:]
+            del txn.changes[change_mark:]
+            raise
 
     def _current(self) -> _Transaction:
         if self._txn is None:
@@ -419,6 +442,47 @@ class Org:
             self._tables = {n: Table(obj) for n, obj in self.schema.objects.items()}
             self.journal.clear()
 
+    # -- persistence ----------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """Everything but the journal and sessions, for ``state.save``.
+
+        Taken under the write lock, so it is one committed moment; rows are
+        shared, not copied, which is safe because writes replace rows.
+        """
+        with self._lock:
+            return {
+                "ids": self.ids.state(),
+                "users": dict(self.users),
+                "apps": {c: a.public_key_pem for c, a in self.apps.items()},
+                "clock_offset": self.clock.offset_seconds,
+                "writes": self.writes,
+                "tables": {
+                    name: {"columns": t.columns, "rows": dict(t.rows)}
+                    for name, t in self._tables.items()
+                },
+            }
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        """Replace records, users and apps with an ``export_state`` result.
+
+        Columns are matched by name, so a schema that gained or lost fields
+        since the save still loads (new fields start empty).
+        """
+        with self._lock:
+            self.ids = IdFactory(state["ids"])
+            self.users.update(state["users"])
+            for client_id, pem in state["apps"].items():
+                self.register_app(client_id, pem)
+            ahead = float(state["clock_offset"]) - self.clock.offset_seconds
+            if ahead > 0:
+                self.clock.advance(ahead)
+            self.writes = int(state["writes"])
+            self._tables = {n: Table(o) for n, o in self.schema.objects.items()}
+            for name, saved in state["tables"].items():
+                if name in self._tables:
+                    _load_rows(self._tables[name], saved["columns"], saved["rows"])
+
     # -- helpers --------------------------------------------------------
 
     def _dict(self, table: Table, row: list[Any], *, compounds: bool) -> dict[str, Any]:
@@ -575,6 +639,22 @@ class Org:
                     f"duplicate value found: {name} duplicates value on record "
                     f"with id: {others[0]}",
                 )
+
+
+def _load_rows(table: Table, columns: list[str], rows: dict[str, list[Any]]) -> None:
+    if columns == table.columns:
+        for record_id, row in rows.items():
+            table.store(record_id, row)
+        return
+    where = [table.slot.get(name) for name in columns]
+    for record_id, row in rows.items():
+        placed: list[Any] = [None] * len(table.columns)
+        for slot, value in zip(where, row, strict=True):
+            if slot is not None:
+                placed[slot] = value
+        if placed[table.deleted_slot] is None:
+            placed[table.deleted_slot] = False
+        table.store(record_id, placed)
 
 
 def _breaks(rule: dict[str, Any], value: Any) -> bool:

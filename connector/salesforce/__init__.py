@@ -1,0 +1,1 @@
+"""The Salesforce side: login, REST/Bulk calls and change-event streaming."""

@@ -20,8 +20,8 @@ The handle (``LocalOrg``) is small on purpose; other areas depend on it:
 - ``stop()`` / ``start()``: restart on the same port; records and events
   survive (``--state``), tokens do not.
 
-Set FORCELINK_LOCAL_ORG_PORT to pin the port. CometD connects are held ``COMETD_TIMEOUT_MS`` (3 s) instead of 110 s so
-that streaming tests run fast.
+Set FORCELINK_LOCAL_ORG_PORT to pin the port. CometD connects are held
+``COMETD_TIMEOUT_MS`` (3 s) instead of 110 s so that streaming tests run fast.
 """
 
 from __future__ import annotations

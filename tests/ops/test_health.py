@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from forcelink import health
 from forcelink.errors import ConfigError, SourceUnavailable
 from forcelink.health import ServerHandle, database_check, readiness, serve
 from forcelink.metrics import Metrics
-from tests.ops.support import free_port
+from tests.ops.support import ROOT, free_port
 
 SECRET_DSN = "postgresql://sync:hunter2-very-secret@db.internal/forcelink"
 
@@ -187,7 +188,7 @@ def test_database_check__unreachable_is_source_unavailable() -> None:
     assert "hunter2" not in str(raised.value)
 
 
-def test_standalone__bad_listen_address_exits_2() -> None:
+def test_standalone__bad_listen_address_exits_2(tmp_path: Path) -> None:
     import subprocess
     import sys
 
@@ -196,7 +197,8 @@ def test_standalone__bad_listen_address_exits_2() -> None:
         capture_output=True,
         text=True,
         timeout=30,
-        env={"FORCELINK_CONFIG": "", "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
     )
 
     assert result.returncode == 2

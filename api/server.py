@@ -1,0 +1,58 @@
+"""Run the image API under uvicorn: ``python -m forcelink.api.server``.
+
+``serve`` blocks until interrupted; tests and benchmarks start it in a thread
+or a subprocess on a port of their choosing (``--listen host:port``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from forcelink import config as configuration
+from forcelink import log
+from forcelink.api.app import create_app
+from forcelink.config import Config
+from forcelink.errors import ConfigError
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` -> ("127.0.0.1", 8080); ConfigError if malformed."""
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"must be host:port (got {listen!r})", key="api.listen")
+    return host, int(port)
+
+
+def serve(config: Config, listen: str | None = None, workers: int = 1) -> None:
+    host, port = split_listen(listen or config.api.listen)
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        workers=workers,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve the forcelink image API.")
+    parser.add_argument("-c", "--config", default=None)
+    parser.add_argument("--listen", default=None, help="host:port (api.listen)")
+    args = parser.parse_args(argv)
+    cfg = configuration.load(args.config)
+    log.setup(cfg.logging.level, json_output=cfg.logging.json)
+    try:
+        serve(cfg, args.listen)
+    except ConfigError as error:
+        print(f"forcelink: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,6 +7,7 @@ names: ``embedded`` (a log in forcelink's Postgres database, the default) or
 
 from __future__ import annotations
 
+from forcelink.config import Config
 from forcelink.eventlog.base import (
     DEFAULT_SESSION_TIMEOUT,
     Consumer,
@@ -28,5 +29,17 @@ __all__ = [
     "Position",
     "TopicPartition",
     "UnknownTopic",
+    "open_event_log",
     "partition_for",
 ]
+
+
+def open_event_log(config: Config) -> EventLog:
+    """The configured backend, not yet connected (it connects on first use)."""
+    if config.eventlog.backend == "kafka":
+        from forcelink.eventlog.kafka import KafkaEventLog
+
+        return KafkaEventLog(config.eventlog.kafka)
+    from forcelink.eventlog.embedded import EmbeddedEventLog
+
+    return EmbeddedEventLog(config.database.url, config.eventlog.embedded)

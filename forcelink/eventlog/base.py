@@ -62,7 +62,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from forcelink.errors import TerminalError
 
@@ -79,13 +79,13 @@ class EventRecord:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class TopicPartition:
     topic: str
     partition: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class Position:
     """A processed record's place: commit it to mark it and all before it done."""
 
@@ -110,6 +110,24 @@ class Event:
     @property
     def position(self) -> Position:
         return Position(self.topic, self.partition, self.offset)
+
+
+class Closing:
+    """``async with`` support for anything with an ``async close()``."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
 
 class UnknownTopic(TerminalError):

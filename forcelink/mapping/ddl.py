@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from forcelink import db
-from forcelink.mapping.model import SYNC_STATES, Mapping
+from forcelink.mapping.model import SYNC_STATES, FieldMapping, Mapping
 from forcelink.mapping.types import ColumnType, parse_column_type
 
 log = logging.getLogger("forcelink.mapping")
@@ -56,7 +56,8 @@ SYNC_COLUMNS: tuple[tuple[str, str], ...] = (
 @dataclass
 class _Plan:
     statements: list[sql.Composed]
-    kept: list[str]
+    kept: list[tuple[int, str]]
+    """What apply leaves alone: (mapping file line, reason)."""
 
 
 def diff(
@@ -64,10 +65,17 @@ def diff(
 ) -> list[str]:
     """The SQL ``apply`` would run, then ``-- kept: ...`` lines for what it won't."""
     with db.connect(database_url) as conn:
-        plans = [_plan(conn, m, allow_drop) for m in mappings]
+        schemas: set[str] = set()
+        plans = [_plan(conn, m, allow_drop, schemas) for m in mappings]
         lines = [s.as_string(conn) + ";" for p in plans for s in p.statements]
         conn.rollback()
-    return lines + [f"-- kept: {k}" for p in plans for k in p.kept]
+    return lines + [f"-- kept: {k}" for p in plans for _, k in p.kept]
+
+
+def check_database(database_url: str, mapping: Mapping) -> list[tuple[int, str]]:
+    """(line, reason) for each change ``apply`` would refuse without allow_drop."""
+    with db.connect(database_url) as conn:
+        return _plan(conn, mapping, False, set()).kept
 
 
 def apply(
@@ -84,11 +92,11 @@ def apply(
     with db.connect(database_url) as conn:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPLY_LOCK,))
         for mapping in mappings:
-            plan = _plan(conn, mapping, allow_drop)
+            plan = _plan(conn, mapping, allow_drop, set())
             for statement in plan.statements:
                 conn.execute(statement)
                 done.append(statement.as_string(conn) + ";")
-            for kept in plan.kept:
+            for _, kept in plan.kept:
                 log.warning("mappings apply: kept %s", kept)
             _record_version(conn, mapping)
     log.info("mappings applied: %d statement(s)", len(done))
@@ -96,12 +104,17 @@ def apply(
 
 
 def _plan(
-    conn: psycopg.Connection[dict[str, object]], mapping: Mapping, allow_drop: bool
+    conn: psycopg.Connection[dict[str, object]],
+    mapping: Mapping,
+    allow_drop: bool,
+    schemas: set[str],
 ) -> _Plan:
+    """What it takes to bring one table in line; ``schemas``: already planned."""
     table = sql.Identifier(mapping.schema, mapping.table_name)
     existing = _existing_columns(conn, mapping)
     plan = _Plan([], [])
-    if not _schema_exists(conn, mapping.schema):
+    if mapping.schema not in schemas and not _schema_exists(conn, mapping.schema):
+        schemas.add(mapping.schema)
         plan.statements.append(
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                 sql.Identifier(mapping.schema)
@@ -121,7 +134,7 @@ def _plan(
     for f in mapping.fields:
         have = existing.get(f.column)
         if have is not None and have != f.column_type.sql:
-            _retype(conn, mapping, f.column, have, f.column_type, allow_drop, plan)
+            _retype(conn, mapping, f, have, allow_drop, plan)
     for column in _dropped(conn, mapping, existing):
         if allow_drop or not _holds_data(conn, mapping, column):
             plan.statements.append(
@@ -131,8 +144,11 @@ def _plan(
             )
         else:
             plan.kept.append(
-                f"{mapping.table}.{column} is no longer mapped but holds data "
-                "(drop it with --allow-drop)"
+                (
+                    mapping.line,
+                    f"{mapping.table}.{column} is no longer mapped"
+                    " but holds data (drop it with --allow-drop)",
+                )
             )
     return plan
 
@@ -180,20 +196,21 @@ def _wanted(mapping: Mapping) -> list[tuple[str, str]]:
 def _retype(
     conn: psycopg.Connection[dict[str, object]],
     mapping: Mapping,
-    column: str,
+    f: FieldMapping,
     have: str,
-    want: ColumnType,
     allow_drop: bool,
     plan: _Plan,
 ) -> None:
     table = sql.Identifier(mapping.schema, mapping.table_name)
+    column, want = f.column, f.column_type
     if not (
         _widens(have, want) or allow_drop or not _holds_data(conn, mapping, column)
     ):
-        plan.kept.append(
-            f"{mapping.table}.{column} stays {have}: changing it to {want.sql} could "
-            "lose data it holds (allow it with --allow-drop)"
+        reason = (
+            f"{mapping.table}.{column} stays {have}: changing it to {want.sql} "
+            "could lose data it holds (allow it with --allow-drop)"
         )
+        plan.kept.append((f.line or mapping.line, reason))
         return
     plan.statements.append(
         sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(

@@ -63,7 +63,7 @@ SYSTEM_COLUMNS = {
 }
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
-Describers = DescribeProvider | MappingType[str, DescribeProvider] | None
+Describers = DescribeProvider | MappingType[str | None, DescribeProvider] | None
 
 
 class MappingErrors(ConfigError):
@@ -81,8 +81,8 @@ def load_mappings(
 
     ``paths`` may name files, folders (their ``*.yaml``) and glob patterns.
     ``describe`` tells the fields of each object: a describe provider, a
-    dict of them keyed by org name, or None for the emulator's default
-    schema (offline).
+    dict of them keyed by org name (key None: any other org), or None for
+    the emulator's default schema (offline).
     """
     mappings, errors = check_mappings(paths, describe)
     if errors:
@@ -128,7 +128,7 @@ def _providers(describe: Describers) -> dict[str | None, DescribeProvider]:
     if describe is None:
         return {None: SchemaDescribe()}
     if isinstance(describe, MappingType):
-        return {str(org): provider for org, provider in describe.items()}
+        return dict(describe)
     return {None: describe}
 
 

@@ -22,9 +22,15 @@ def seed(org: LocalOrg, sobject: str, records: list[dict[str, Any]]) -> list[str
     return ids
 
 
+def error_of(error: SalesforceMalformedRequest) -> dict[str, Any]:
+    content: Any = error.content
+    first: dict[str, Any] = content[0]
+    return first
+
+
 def test_paging__4500_records_in_pages_of_2000(org: LocalOrg) -> None:
     seed(org, "Account", [{"Name": f"A{i:05d}"} for i in range(4500)])
-    sf = org.salesforce()
+    sf: Any = org.salesforce()
 
     first = sf.query("SELECT Id, Name FROM Account ORDER BY Name")
     assert (first["totalSize"], first["done"], len(first["records"])) == (
@@ -53,14 +59,14 @@ def test_paging__4500_records_in_pages_of_2000(org: LocalOrg) -> None:
 
 def test_cursor__finished_cursor_is_refused(org: LocalOrg) -> None:
     seed(org, "Account", [{"Name": f"A{i}"} for i in range(2001)])
-    sf = org.salesforce()
+    sf: Any = org.salesforce()
 
     first = sf.query("SELECT Id FROM Account")
     last = sf.query_more(first["nextRecordsUrl"], identifier_is_url=True)
     assert last["done"] and len(last["records"]) == 1
     with pytest.raises(SalesforceMalformedRequest) as caught:
         sf.query_more(first["nextRecordsUrl"], identifier_is_url=True)
-    assert caught.value.content[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
+    assert error_of(caught.value)["errorCode"] == "INVALID_QUERY_LOCATOR"
 
 
 def test_cursor__expires_after_15_idle_minutes() -> None:
@@ -82,7 +88,7 @@ def test_cursor__expires_after_15_idle_minutes() -> None:
 
 
 def test_rows__attributes_parents_address_and_count(org: LocalOrg) -> None:
-    sf = org.salesforce()
+    sf: Any = org.salesforce()
     account = sf.Account.create(
         {"Name": "Acme", "BillingCity": "Lyon", "External_Id__c": "ACME-1"}
     )["id"]
@@ -110,7 +116,7 @@ def test_rows__attributes_parents_address_and_count(org: LocalOrg) -> None:
 
 
 def test_query_all__sees_deleted_records(org: LocalOrg) -> None:
-    sf = org.salesforce()
+    sf: Any = org.salesforce()
     gone = sf.Account.create({"Name": "Gone"})["id"]
     sf.Account.create({"Name": "Stays"})
     sf.Account.delete(gone)
@@ -137,6 +143,6 @@ def test_errors__as_salesforce_words_them(
 ) -> None:
     with pytest.raises(SalesforceMalformedRequest) as caught:
         org.salesforce().query(query)
-    error = caught.value.content[0]
+    error = error_of(caught.value)
     assert error["errorCode"] == code
     assert words in error["message"]

@@ -87,9 +87,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    settings = config.load(args.config)
-    mappings = _load(args, settings)
-    url = args.database_url or settings.database.url
+    url, mappings = _load(args)
     done = apply(url, mappings, allow_drop=args.allow_drop)
     for statement in done:
         print(statement)
@@ -98,19 +96,19 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    settings = config.load(args.config)
-    mappings = _load(args, settings)
-    url = args.database_url or settings.database.url
+    url, mappings = _load(args)
     for line in diff(url, mappings, allow_drop=args.allow_drop):
         print(line)
     return 0
 
 
-def _load(args: argparse.Namespace, settings: Config) -> list[Mapping]:
+def _load(args: argparse.Namespace) -> tuple[str, list[Mapping]]:
+    """The database URL and the checked mappings; ConfigError lists the problems."""
+    settings = config.load(args.config)
     mappings, errors = _check(args, settings)
     if errors:
         raise ConfigError("\n".join(str(e) for e in errors))
-    return mappings
+    return args.database_url or settings.database.url, mappings
 
 
 def _check(

@@ -159,7 +159,7 @@ async def upload_image(request: Request, caller: Caller) -> JSONResponse:
 def list_images(
     request: Request,
     caller: Caller,
-    record: Annotated[str | None, Query(max_length=18)] = None,
+    record: Annotated[str | None, Query(max_length=255)] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
     q: Annotated[
         str | None, Query(max_length=500, description="full-text search")
@@ -318,7 +318,7 @@ def create_app(
 ) -> FastAPI:
     """The application; ``store`` defaults to the one ``images.backend`` names."""
     store = store or open_store(config.images)
-    repository = Repository(config.database.url, PhotoTables(config.api))
+    repository = Repository(config.database.url, PhotoTables.from_config(config))
     state = ApiState(config, store, repository)
 
     @asynccontextmanager

@@ -58,7 +58,7 @@ class ImagePatch(BaseModel):
 class ImageOut(BaseModel):
     id: str
     record: str | None = Field(
-        description="The Salesforce record (WorkOrder) the photo belongs to"
+        description="The WorkOrder the photo belongs to (its key in the mapping)"
     )
     tags: list[str]
     description: str

@@ -35,7 +35,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from sqlalchemy.pool import QueuePool
 
-from forcelink.config import ApiConfig
+from forcelink.config import Config
 from forcelink.errors import SourceUnavailable
 
 Conn = psycopg.Connection[dict[str, Any]]
@@ -114,19 +114,37 @@ class Query:
 class PhotoTables:
     """Which mapped table holds each org's Site_Photo__c rows.
 
-    Configured per org under ``api.orgs[].photo_table``; an org not listed
-    uses ``default``, the table ``mappings/site_photo.yaml`` creates.
+    From the mappings (``config.mappings``): each org's Site_Photo__c mapping
+    names its table. An entry under ``api.orgs`` overrides that, and an org
+    with neither uses ``DEFAULT_TABLE``. Mapping files that do not load are
+    skipped here (``forcelink mappings check`` is where they get reported).
     """
 
-    def __init__(self, config: ApiConfig, default: str = "salesforce.site_photo__c"):
-        self._tables = {org.name: org.photo_table for org in config.orgs}
+    DEFAULT_TABLE = "salesforce.site_photo__c"
+
+    def __init__(self, tables: dict[str, str], default: str = DEFAULT_TABLE) -> None:
+        self._tables = dict(tables)
         self._default = default
         for name in [*self._tables.values(), default]:
             if not _TABLE.match(name):
-                raise ValueError(f"api.orgs[].photo_table: not schema.table: {name!r}")
+                raise ValueError(f"photo table: not schema.table: {name!r}")
+
+    @classmethod
+    def from_config(cls, config: Config) -> PhotoTables:
+        from forcelink.mapping.loader import check_mappings
+
+        mappings, _problems = check_mappings(config.mappings)
+        tables = {
+            m.org: m.table for m in mappings if m.object.lower() == "site_photo__c"
+        }
+        tables.update({org.name: org.photo_table for org in config.api.orgs})
+        return cls(tables)
+
+    def table(self, org: str) -> str:
+        return self._tables.get(org, self._default)
 
     def identifier(self, org: str) -> sql.Identifier:
-        schema, table = self._tables.get(org, self._default).split(".")
+        schema, table = self.table(org).split(".")
         return sql.Identifier(schema, table)
 
 

@@ -40,7 +40,9 @@ from forcelink.errors import ForcelinkError
 
 log = logging.getLogger("forcelink.api.images")
 
-_RECORD_ID = re.compile(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$")
+# The WorkOrder key the Site_Photo__c mapping relates by (its External_Id__c
+# in mappings/site_photo.yaml, or an 18-character id): printable, no ';'.
+_RECORD_ID = re.compile(r"^[^\x00-\x1f\x7f;]{1,255}$")
 MAX_TAGS = 50
 MAX_TAG_LENGTH = 64
 MAX_DESCRIPTION = 32000
@@ -80,9 +82,7 @@ def clean_tags(values: list[str]) -> list[str]:
 
 def check_record(record: str | None) -> str:
     if not record or not _RECORD_ID.match(record):
-        raise InvalidInput(
-            "record: a Salesforce record id (15 or 18 characters) is required"
-        )
+        raise InvalidInput("record: the WorkOrder key (1-255 characters) is required")
     return record
 
 

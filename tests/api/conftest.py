@@ -29,43 +29,15 @@ from forcelink.api.auth import KeyRing, issue_token
 from forcelink.config import ApiOrgConfig, Config
 from forcelink.connector.images import ImageStore, open_store
 from forcelink.connector.images.s3 import S3Store
-from forcelink.db import migrate
+from forcelink.mapping.ddl import apply
+from forcelink.mapping.loader import load_mappings
 
+ROOT = Path(__file__).resolve().parents[2]
 PORTS = range(55610, 55700)
 MAX_UPLOAD = 3 * 1024 * 1024
 MAX_PIXELS = 4_000_000
 WATERMARK_ORG = "wmorg"
 OTHER_TABLE_ORG = "beta"
-
-# Temporary: the mapped Site_Photo__c table is created here with plain DDL
-# until `forcelink mappings apply` (the mapping engineer's) exists; then this
-# fixture should apply mappings/site_photo.yaml instead. Columns follow the
-# agreed Heroku-Connect-style layout.
-SITE_PHOTO_DDL = """
-CREATE SCHEMA IF NOT EXISTS {schema};
-CREATE TABLE IF NOT EXISTS {schema}.site_photo__c (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    sfid varchar(18) UNIQUE,
-    name varchar(80),
-    image_id__c varchar(36) UNIQUE,
-    work_order__c varchar(18),
-    tags__c text,
-    description__c text,
-    image_url__c varchar(1000),
-    thumbnail_url__c varchar(1000),
-    content_type__c varchar(100),
-    size_bytes__c numeric(18, 0),
-    width__c integer,
-    height__c integer,
-    sha256__c varchar(64),
-    captured_at__c timestamptz,
-    systemmodstamp timestamptz,
-    isdeleted boolean DEFAULT false,
-    _sync_state text,
-    _sync_error jsonb,
-    _sync_at timestamptz
-);
-"""
 
 
 def free_port() -> int:
@@ -80,16 +52,27 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def api_database(database_url: str) -> Iterator[str]:
+def mapping_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The shipped Site_Photo__c mapping, and org beta's copy in another table."""
+    shipped = ROOT / "mappings" / "site_photo.yaml"
+    text = shipped.read_text().replace("org: local", f"org: {OTHER_TABLE_ORG}")
+    text = text.replace(
+        "object: Site_Photo__c",
+        "object: Site_Photo__c\ntable: salesforce_beta.site_photo__c",
+    )
+    beta = tmp_path_factory.mktemp("mappings") / "beta_site_photo.yaml"
+    beta.write_text(text)
+    return [str(shipped), str(beta)]
+
+
+@pytest.fixture(scope="session")
+def api_database(database_url: str, mapping_files: list[str]) -> Iterator[str]:
     """A migrated database with the mapped tables of the test orgs."""
     name = f"t_api_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = database_url.rsplit("/", 1)[0] + f"/{name}"
-    migrate(url)
-    with psycopg.connect(url, autocommit=True) as conn:
-        for schema in ("salesforce", "salesforce_beta"):
-            conn.execute(SITE_PHOTO_DDL.format(schema=schema))
+    apply(url, load_mappings(mapping_files))  # the mapping engineer's machinery
     yield url
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -111,6 +94,7 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_config(
+    mappings: list[str],
     database: str,
     keys: Path,
     backend: str,
@@ -120,10 +104,10 @@ def make_config(
 ) -> Config:
     config = Config()
     config.database.url = database
+    config.mappings = mappings  # org beta's photo table comes from these
     config.api.keys_dir = str(keys)
     config.api.orgs = [
         ApiOrgConfig(name=WATERMARK_ORG, watermark_text="ACME"),
-        ApiOrgConfig(name=OTHER_TABLE_ORG, photo_table="salesforce_beta.site_photo__c"),
     ]
     config.images.backend = "s3" if backend == "s3" else "local"
     config.images.local_dir = str(root)
@@ -200,6 +184,7 @@ def start_api(
 def api(
     request: pytest.FixtureRequest,
     api_database: str,
+    mapping_files: list[str],
     keys_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Api]:
@@ -210,7 +195,9 @@ def api(
         bucket = request.getfixturevalue("s3_bucket")
         endpoint = request.getfixturevalue("s3_endpoint_url")
     root = tmp_path_factory.mktemp("images")
-    config = make_config(api_database, keys_dir, backend, root, bucket, endpoint)
+    config = make_config(
+        mapping_files, api_database, keys_dir, backend, root, bucket, endpoint
+    )
     yield from start_api(request, config, keys_dir)
 
 
@@ -218,12 +205,13 @@ def api(
 def local_api(
     request: pytest.FixtureRequest,
     api_database: str,
+    mapping_files: list[str],
     keys_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Api]:
     """The API on the local store, for tests the backend cannot change."""
     config = make_config(
-        api_database, keys_dir, "local", tmp_path_factory.mktemp("img")
+        mapping_files, api_database, keys_dir, "local", tmp_path_factory.mktemp("img")
     )
     # It shares the database with ``api``: only one server may purge it, or
     # this one would "purge" images whose bytes are in the other's store.

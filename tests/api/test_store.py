@@ -171,12 +171,14 @@ def test_s3_presign__is_sigv4_signed_and_expires(
 def presigning_api(
     request: pytest.FixtureRequest,
     api_database: str,
+    mapping_files: list[str],
     keys_dir: Path,
     s3_bucket: str,
     s3_endpoint_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Api]:
     config = make_config(
+        mapping_files,
         api_database,
         keys_dir,
         "s3",

@@ -291,3 +291,22 @@ def test_several_mappings_in_one_file_share_the_org(tmp_path: Path) -> None:
         ("local", "salesforce.account", 3),
         ("local", "crm.people", 5),
     ]
+
+
+def test_the_documented_examples_are_valid(tmp_path: Path) -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "mappings.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in docs.split("```yaml\n")[1:]]
+    files = []
+    for index, block in enumerate(blocks):
+        files.append(tmp_path / f"doc{index}.yaml")
+        files[-1].write_text(block)
+
+    first = load_mappings([files[0]])[0]
+    second = load_mappings([files[1]])
+
+    assert len(blocks) == 2
+    assert first.table == "salesforce.contact"
+    assert "account__r__external_id__c" in first.columns
+    assert first.column("email") is not None
+    assert first.column("title") is not None
+    assert [m.object for m in second] == ["Account", "Contact"]

@@ -12,6 +12,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from forcelink import db
+from forcelink.errors import SourceUnavailable
 
 TABLES = {
     "orgs",
@@ -103,3 +104,10 @@ def _head() -> str:
     head = ScriptDirectory(str(db.migrations_dir())).get_current_head()
     assert head is not None
     return head
+
+
+def test_migrate__unreachable_database_is_transient() -> None:
+    url = "postgresql://forcelink@localhost:55599/none?connect_timeout=2"
+
+    with pytest.raises(SourceUnavailable, match="cannot reach the database"):
+        db.migrate(url)

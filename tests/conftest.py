@@ -20,6 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.support.local_org"]
+
 _VARS = {
     "postgres": "FORCELINK_DATABASE_URL",
     "kafka": "FORCELINK_EVENTLOG_KAFKA_BOOTSTRAP_SERVERS",

@@ -35,7 +35,9 @@ import array
 import asyncio
 import base64
 import binascii
+import contextlib
 import csv
+import gc
 import io
 import logging
 import tempfile
@@ -385,11 +387,29 @@ async def _write_results(jobs: Jobs, job: QueryJob) -> None:
         for start in range(0, len(rows), WRITE_ROWS):
             if job.state == "Aborted":
                 return
-            chunk = [make_row(row) for row in rows[start : start + WRITE_ROWS]]
-            out.write(_encode_rows(chunk, job, offsets))
+            with _no_gc():
+                chunk = [make_row(row) for row in rows[start : start + WRITE_ROWS]]
+                out.write(_encode_rows(chunk, job, offsets))
             job.processed = len(offsets) - 1
             await asyncio.sleep(0)
     job.path, job.offsets = path, offsets
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Hold the cyclic garbage collector off for one synchronous step.
+
+    Writing rows makes only acyclic garbage, yet each burst of allocations
+    sets off collections that walk every record the org holds: measured 4x
+    slower at 300,000 records. No await happens inside, so no other code
+    runs while the collector is off."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _csv_row(plan: soql.Plan) -> Callable[[soql.Record], list[Any]]:

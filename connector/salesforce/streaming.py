@@ -145,6 +145,29 @@ class StreamingClient(Client):
             await super().open()
         log.info("streaming client for org %s open", self.org)
 
+    async def close(self) -> None:
+        self._quiet_connect_task()
+        await super().close()
+
+    def _quiet_connect_task(self) -> None:
+        """Detach aiocometd's callback from the connect task close cancels.
+
+        That callback calls ``result()`` on the cancelled task, and asyncio
+        logs the CancelledError with a traceback at ERROR on every close.
+        While closing, the callback has nothing else to do (it follows the
+        server's advice only when the transport is not disconnecting).
+        """
+        transport = self._transport
+        task = getattr(transport, "_connect_task", None)
+        callback = getattr(transport, "_connect_done", None)
+        if (
+            isinstance(task, asyncio.Future)
+            and callback is not None
+            and not task.done()
+        ):
+            task.remove_done_callback(callback)
+            task.add_done_callback(_consume_outcome)
+
     async def subscribe(self, channel: str) -> None:
         with self._translated(channel):
             await super().subscribe(channel)
@@ -176,6 +199,11 @@ class StreamingClient(Client):
             raise TerminalError(
                 f"change event without a replay marker: {error}", org=self.org
             ) from error
+
+
+def _consume_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _server_error(error: ServerError, org: str, channel: str | None) -> ForcelinkError:

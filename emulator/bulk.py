@@ -54,6 +54,7 @@ from forcelink.emulator.auth import context_of
 from forcelink.emulator.clock import format_datetime
 from forcelink.emulator.errors import ApiError, invalid_type, not_found
 from forcelink.emulator.org import CallContext, Org
+from forcelink.emulator.rest import VERSIONS
 
 log = logging.getLogger("forcelink.emulator.bulk")
 
@@ -252,6 +253,9 @@ def add_routes(app: web.Application, org: Org) -> None:
 
 
 def _jobs(request: web.Request) -> Jobs:
+    """The org's jobs; 404 for an API version the org does not serve."""
+    if request.match_info["version"] not in VERSIONS:
+        raise not_found()
     return request.app[JOBS_KEY]
 
 

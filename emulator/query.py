@@ -32,9 +32,10 @@ from typing import Any
 from aiohttp import web
 
 from forcelink.emulator import soql
-from forcelink.emulator.errors import ApiError
+from forcelink.emulator.errors import ApiError, not_found
 from forcelink.emulator.ids import IdFactory
 from forcelink.emulator.org import Org
+from forcelink.emulator.rest import VERSIONS
 
 log = logging.getLogger("forcelink.emulator.query")
 
@@ -113,6 +114,7 @@ def add_routes(app: web.Application, org: Org) -> None:
 def _first_page(
     request: web.Request, org: Org, cursors: Cursors, include_deleted: bool
 ) -> web.Response:
+    _check_version(request)
     text = request.query.get("q", "")
     if not text.strip():
         raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
@@ -129,6 +131,7 @@ def _first_page(
 
 
 def _next_page(request: web.Request, cursors: Cursors) -> web.Response:
+    _check_version(request)
     match = _LOCATOR.match(request.match_info["locator"])
     if match is None:
         raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
@@ -155,6 +158,11 @@ def _page(
     make = cursor.plan.rest
     body["records"] = [make(row) for row in cursor.rows[start:stop]]
     return web.json_response(body)
+
+
+def _check_version(request: web.Request) -> None:
+    if request.match_info["version"] not in VERSIONS:
+        raise not_found()
 
 
 def _page_size(request: web.Request) -> int:

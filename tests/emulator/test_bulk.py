@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,8 @@ from simple_salesforce.exceptions import (
     SalesforceOperationError,
 )
 
+from forcelink.emulator import bulk, schema
+from forcelink.emulator.org import CallContext, Org
 from tests.support.local_org import LocalOrg
 
 WAIT = 0.05  # simple-salesforce sleeps this long before each job poll
@@ -193,3 +197,31 @@ def test_delete__and_unknown_column_fails_the_job(org: LocalOrg) -> None:
     with pytest.raises(SalesforceOperationError) as caught:
         sf.bulk2.Account.insert(records=[{"Nope__c": "x"}], wait=WAIT)
     assert "Field name not found : Nope__c" in str(caught.value)
+
+
+def test_ingest__one_change_transaction_per_chunk(tmp_path: Path) -> None:
+    # In process, to read the org's journal: 450 rows make chunks of 200, 200
+    # and 50, each one transaction whose events say they came through Bulk.
+    org = Org(schema.load())
+    ctx = CallContext(org.register_user("bulk@example.com"), "etl", "bulk", "61.0")
+    upload = tmp_path / "upload.csv"
+    lines = ["LastName,Email"] + [f"C{i},c{i}@example.com" for i in range(449)]
+    upload.write_text("\n".join([*lines, ",bad@example.com"]) + "\n")
+
+    async def run() -> bulk.IngestJob:
+        jobs = bulk.Jobs(org)
+        job = bulk.IngestJob("750000000000001AAA", "insert", "Contact", ctx, "now")
+        job.upload, job.state = upload, "UploadComplete"
+        await bulk.run_ingest(jobs, job)
+        return job
+
+    job = asyncio.run(run())
+    assert (job.state, job.processed, job.failed) == ("JobComplete", 450, 1)
+    headers = [e.payload["ChangeEventHeader"] for e in org.journal.after(-2)]
+    assert len(headers) == 449
+    keys = list(dict.fromkeys(h["transactionKey"] for h in headers))
+    sizes = [sum(1 for h in headers if h["transactionKey"] == k) for k in keys]
+    assert sizes == [200, 200, 49]
+    assert {h["changeOrigin"] for h in headers} == {
+        "com/salesforce/api/bulk/61.0;client=etl"
+    }

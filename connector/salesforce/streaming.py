@@ -25,6 +25,12 @@ handshake again and resubscribe with the stored replay ids, so a forgotten
 client resumes from its last stored marker; messages it had fetched but the
 caller had not yet marked come again (deliveries are at least once, applying
 is idempotent).
+
+What it does not do: ride out a network cut. aiocometd-ng 0.5.6 waits for
+reconnection with ``asyncio.wait_for(..., loop=...)``, which Python 3.11
+refuses, so ``receive`` raises ``SourceUnavailable`` as soon as a request
+fails instead of after ``connection_timeout``. The caller closes the client
+and opens a new one with the same replay storage; nothing marked is lost.
 """
 
 from __future__ import annotations

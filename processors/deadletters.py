@@ -59,6 +59,39 @@ def error_body(error: BaseException) -> dict[str, Any]:
     return body
 
 
+_INSERT = """
+    INSERT INTO forcelink.dead_letters
+        (org, direction, object, record_key, payload, error, error_class)
+    VALUES (%s, %s, %s, %s, %s, %s, %s)
+"""
+
+
+def _row(
+    org: str,
+    direction: Direction,
+    object_name: str,
+    record_key: str | None,
+    event: Event,
+    error: BaseException,
+) -> tuple[Any, ...]:
+    payload = {
+        "topic": event.topic,
+        "key": event.key.decode("utf-8", "replace"),
+        "value": event.value.decode("utf-8", "replace"),
+        "headers": dict(event.headers),
+    }
+    log.debug("dead letter: %s %s %s: %s", org, object_name, record_key, error)
+    return (
+        org,
+        direction,
+        object_name,
+        record_key,
+        Jsonb(payload),
+        Jsonb(error_body(error)),
+        type(error).__name__,
+    )
+
+
 async def add(
     conn: psycopg.AsyncConnection[Any],
     *,
@@ -70,29 +103,22 @@ async def add(
     error: BaseException,
 ) -> None:
     """Store ``event`` as a dead letter (in the caller's transaction)."""
-    payload = {
-        "topic": event.topic,
-        "key": event.key.decode("utf-8", "replace"),
-        "value": event.value.decode("utf-8", "replace"),
-        "headers": dict(event.headers),
-    }
-    await conn.execute(
-        """
-        INSERT INTO forcelink.dead_letters
-            (org, direction, object, record_key, payload, error, error_class)
-        VALUES (%s, %s, %s, %s, %s, %s, %s)
-        """,
-        (
-            org,
-            direction,
-            object_name,
-            record_key,
-            Jsonb(payload),
-            Jsonb(error_body(error)),
-            type(error).__name__,
-        ),
-    )
-    log.debug("dead letter: %s %s %s: %s", org, object_name, record_key, error)
+    row = _row(org, direction, object_name, record_key, event, error)
+    await conn.execute(_INSERT, row)
+
+
+def add_sync(
+    conn: psycopg.Connection[Any],
+    *,
+    org: str,
+    direction: Direction,
+    object_name: str,
+    record_key: str | None,
+    event: Event,
+    error: BaseException,
+) -> None:
+    """``add`` for code that holds a synchronous connection."""
+    conn.execute(_INSERT, _row(org, direction, object_name, record_key, event, error))
 
 
 async def resolve(

@@ -59,7 +59,6 @@ from aiokafka.errors import (
     IllegalStateError,
     KafkaError,
     TopicAlreadyExistsError,
-    UnknownTopicOrPartitionError,
 )
 from aiokafka.structs import OffsetAndMetadata
 
@@ -130,11 +129,10 @@ class KafkaEventLog(Closing):
         if topic not in self._partitions:
             producer = await self._started_producer()
             try:
-                found = await producer.partitions_for(self.broker_name(topic))
-            except (UnknownTopicOrPartitionError, KafkaError) as error:
-                if isinstance(error, UnknownTopicOrPartitionError):
-                    raise UnknownTopic(f"no such topic: {topic}") from error
+                cluster = await producer.client.fetch_all_metadata()
+            except KafkaError as error:
                 raise _unavailable("reading a topic", error) from error
+            found = cluster.partitions_for_topic(self.broker_name(topic))
             if not found:
                 raise UnknownTopic(f"no such topic: {topic} (ensure_topic first)")
             self._partitions[topic] = len(found)
@@ -159,8 +157,27 @@ class KafkaEventLog(Closing):
             ]
             await asyncio.wait_for(asyncio.gather(*deliveries), PUBLISH_TIMEOUT)
         except (KafkaError, TimeoutError) as error:
+            await self._discard_producer()
             raise _unavailable("publishing", error) from error
         log.debug("published %d records to %s", len(records), name)
+
+    async def _discard_producer(self) -> None:
+        """Drop the producer after a failed publish; the next one starts afresh.
+
+        aiokafka's idempotent producer numbers records per partition before
+        sending them. When a batch fails (seen: ``LeaderNotAvailableError``
+        just after a broker restart) its numbers are never reused, so every
+        later batch is refused with ``OutOfOrderSequenceNumber`` for good; the
+        Java client would bump the producer epoch here, aiokafka does not. A
+        new producer gets a new producer id and starts its numbering at 0.
+        """
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            await asyncio.wait_for(producer.stop(), REQUEST_TIMEOUT_MS / 1000)
+        except (KafkaError, TimeoutError) as error:
+            log.warning("discarded a failed producer uncleanly: %r", error)
 
     async def _started_producer(self) -> AIOKafkaProducer:
         if self._producer is None:

@@ -315,7 +315,13 @@ async def test_restart__nothing_acknowledged_is_lost(
     stop.set()
     await producer
 
-    assert before > 0 and len(acked) >= during + 50, (before, during, len(acked))
+    assert before > 0 and len(acked) >= during + 50, (
+        before,
+        during,
+        len(acked),
+        failures[:3],
+        failures[-3:],
+    )
     async with await event_log.consumer("g", ["t"]) as consumer:
         events = await drain(consumer, len(acked), timeout=60)
     assert set(acked) <= values(events)

@@ -133,7 +133,8 @@ def generate(url: str, scenario: str, rows: int) -> None:
         else:
             conn.execute(
                 "INSERT INTO public.bench (id, name, amount)"
-                " SELECT g, 'row ' || g, g * 1.5 FROM generate_series(1001, 1000 + %s) g",
+                " SELECT g, 'row ' || g, g * 1.5"
+                " FROM generate_series(1001, 1000 + %s) g",
                 (rows,),
             )
 

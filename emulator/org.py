@@ -100,6 +100,15 @@ class Table:
             if f.relationship_name and f.type == "reference"
         }
         self.deleted_slot = self.slot["IsDeleted"]
+        self.writable = {name: obj.fields[name] for name in self.columns}
+        self.defaults = [
+            (self.slot[f.name], f.name, f.default)
+            for f in obj.fields.values()
+            if f.default is not None and f.createable
+        ]
+        self.required = [
+            (self.slot[f.name], f.name) for f in obj.fields.values() if f.required
+        ]
 
     def live(self, row: list[Any]) -> bool:
         return not row[self.deleted_slot]
@@ -515,7 +524,7 @@ class Org:
         """Convert and place the given values; return the field names given."""
         given = set()
         for key, value in values.items():
-            definition = table.obj.fields.get(key) or table.obj.find(key)
+            definition = table.writable.get(key) or table.obj.find(key)
             if definition is None and isinstance(value, dict):
                 definition, value = self._resolve_relationship(table, key, value)
             if definition is None or definition.type == "address":
@@ -593,15 +602,10 @@ class Org:
             )
 
     def _fill_defaults(self, table: Table, row: list[Any], given: set[str]) -> None:
-        missing = []
-        for name, definition in table.obj.fields.items():
-            if name in given or definition.type == "address":
-                continue
-            slot = table.slot[name]
-            if definition.default is not None and row[slot] is None:
-                row[slot] = definition.default
-            elif definition.required and row[slot] is None:
-                missing.append(name)
+        for slot, name, default in table.defaults:
+            if name not in given and row[slot] is None:
+                row[slot] = default
+        missing = [name for slot, name in table.required if row[slot] is None]
         if missing:
             raise _missing(missing)
 

@@ -31,7 +31,8 @@ OPTIONAL_MODULES = (
     "forcelink.emulator.bulk",
     "forcelink.emulator.cometd",
 )
-SAVE_INTERVAL_SECONDS = 5.0
+SAVE_INTERVAL_SECONDS = 2.0
+SAVE_MAX_DELAY_SECONDS = 60.0
 MAX_BODY_BYTES = 1024**3
 
 
@@ -82,12 +83,20 @@ def _persistence(
         saved = [org.writes, org.journal.latest()]
 
         async def every_few_seconds() -> None:
+            # Save once changes pause for an interval (a save of a large org
+            # holds the write lock, so not in the middle of a seeding burst),
+            # and at least every SAVE_MAX_DELAY_SECONDS while they go on.
+            previous, waited = saved, 0.0
             while True:
                 await asyncio.sleep(SAVE_INTERVAL_SECONDS)
+                waited += SAVE_INTERVAL_SECONDS
                 now = [org.writes, org.journal.latest()]
-                if now != saved:
+                quiet = now == previous
+                previous = now
+                if now != saved and (quiet or waited >= SAVE_MAX_DELAY_SECONDS):
                     await asyncio.to_thread(state.save, org, directory)
                     saved[:] = now
+                    waited = 0.0
 
         task = asyncio.create_task(every_few_seconds())
         yield

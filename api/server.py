@@ -7,6 +7,7 @@ or a subprocess on a port of their choosing (``--listen host:port``).
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +18,18 @@ from forcelink import log
 from forcelink.api.app import create_app
 from forcelink.config import Config
 from forcelink.errors import ConfigError
+
+
+def free_port(ports: range, host: str = "127.0.0.1") -> int:
+    """The first port of ``ports`` nothing listens on (for tests and benches)."""
+    for port in ports:
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 def split_listen(listen: str) -> tuple[str, int]:

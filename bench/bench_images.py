@@ -22,7 +22,6 @@ import asyncio
 import io
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import yaml
 from PIL import Image
 
 from forcelink.api.auth import KeyRing, issue_token
+from forcelink.api.server import free_port
 from forcelink.config import Config
 from forcelink.connector.images.s3 import S3Store
 from forcelink.mapping.ddl import apply
@@ -119,7 +119,7 @@ class _Server:
     """The API in a subprocess, so its memory can be read from /proc."""
 
     def __init__(self, config_file: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port(PORTS)
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [
             sys.executable,
@@ -157,17 +157,6 @@ class _Server:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
         raise KeyError(field)
-
-
-def _free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 55650-55699")
 
 
 def _jpeg(width: int, height: int, noise: bool) -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ from PIL import Image
 
 from forcelink.api.app import create_app
 from forcelink.api.auth import KeyRing, issue_token
+from forcelink.api.server import free_port
 from forcelink.config import ApiOrgConfig, Config
 from forcelink.connector.images import ImageStore, open_store
 from forcelink.connector.images.s3 import S3Store
@@ -38,17 +38,6 @@ MAX_UPLOAD = 3 * 1024 * 1024
 MAX_PIXELS = 4_000_000
 WATERMARK_ORG = "wmorg"
 OTHER_TABLE_ORG = "beta"
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 55610-55699")
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +136,7 @@ class Server:
     def __init__(self, config: Config, purge_interval: float) -> None:
         self.store = open_store(config.images)
         app = create_app(config, self.store, purge_interval=purge_interval)
-        self.port = free_port()
+        self.port = free_port(PORTS)
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         )

@@ -68,10 +68,11 @@ def call_kind(path: str) -> str | None:
         return None
     if "/composite/sobjects" in path:
         return "collections"
+    # Bulk first: a query job's path (/jobs/query/...) also contains /query.
+    if "/jobs/" in path or path.endswith("/jobs"):
+        return "bulk"
     if "/query" in path:
         return "query"
-    if "/jobs/" in path:
-        return "bulk"
     return "rest"
 
 

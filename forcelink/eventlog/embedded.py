@@ -359,7 +359,7 @@ class EmbeddedConsumer(Closing):
         self.member_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._link = _Link(log_._url)
         self._listen = _Link(log_._url)
-        self._listening = False
+        self._listening_on: Conn | None = None
         self._fetch: dict[TopicPartition, int] = {}
         self._rebalance_due = True
         self._heartbeat: asyncio.Task[None] | None = None
@@ -475,6 +475,10 @@ class EmbeddedConsumer(Closing):
                     await self._log.purge()
             except SourceUnavailable as error:
                 log.warning("member %s: heartbeat failed: %s", self.member_id, error)
+            except Exception:
+                # Keep beating: a member that stops silently loses its
+                # partitions while its owner still thinks it consumes.
+                log.exception("member %s: heartbeat failed", self.member_id)
 
     async def _rebalance(self) -> None:
         async with self._link.use("rebalancing") as conn, conn.transaction():
@@ -532,25 +536,18 @@ class EmbeddedConsumer(Closing):
     async def _wait(self, timeout: float) -> None:
         """Sleep until a NOTIFY for our topics or group arrives, or ``timeout``."""
         async with self._listen.use("waiting for records") as conn:
-            if not self._listening:
-                await conn.execute(
-                    sql.SQL("LISTEN {}").format(sql.Identifier(TOPICS_CHANNEL))
-                )
-                await conn.execute(
-                    sql.SQL("LISTEN {}").format(sql.Identifier(GROUPS_CHANNEL))
-                )
-                self._listening = True
-                return  # records may have come before LISTEN: read again first
-            try:
-                async for notify in conn.notifies(timeout=timeout, stop_after=1):
-                    if (
-                        notify.channel == GROUPS_CHANNEL
-                        and notify.payload == self._group
-                    ):
-                        self._rebalance_due = True
-            except SourceUnavailable:
-                self._listening = False
-                raise
+            if conn is not self._listening_on:
+                # A new connection (the first, or one after a failure) listens
+                # from now on; records may have come before: read again first.
+                for channel in (TOPICS_CHANNEL, GROUPS_CHANNEL):
+                    await conn.execute(
+                        sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+                    )
+                self._listening_on = conn
+                return
+            async for notify in conn.notifies(timeout=timeout, stop_after=1):
+                if notify.channel == GROUPS_CHANNEL and notify.payload == self._group:
+                    self._rebalance_due = True
 
 
 COMMIT = """

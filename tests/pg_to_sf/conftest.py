@@ -26,9 +26,10 @@ from simple_salesforce.api import Salesforce
 from forcelink import mapping as mapping_api
 from forcelink.config import Config
 from forcelink.connector.postgres.reader import PostgresChangeReader, ReaderSettings
+from forcelink.connector.salesforce.auth import fetch_token, http_session
 from forcelink.connector.salesforce.writer import SalesforceWriter
 from forcelink.eventlog import EventLog, open_event_log
-from forcelink.mapping import Mapping, load_mappings
+from forcelink.mapping import Mapping, load_mappings, types
 from forcelink.metrics import Metrics
 from forcelink.processors.linger import lingering
 from forcelink.processors.pg_to_sf import PgToSalesforce, PgToSfSettings
@@ -107,9 +108,27 @@ class Pipeline:
             await asyncio.sleep(0.1)
 
     def salesforce(self) -> Salesforce:
+        """A test client reading numbers as Decimal (exact comparisons)."""
         if self.sf is None:
-            self.sf = self.org.salesforce(client_tag="test")
+            conn = self.org.connection()
+            token = fetch_token(conn)
+            self.sf = Salesforce(
+                instance_url=token.instance_url or conn.instance_url,
+                session_id=token.access_token,
+                session=http_session(conn, "test"),
+                version=conn.api_version,
+                parse_float=Decimal,
+            )
         return self.sf
+
+    def record(self, sobject: str, sfid: str) -> dict[str, Any]:
+        """One record by id, numbers as Decimal."""
+        sf = self.salesforce()
+        url = f"{sf.base_url}sobjects/{sobject}/{sfid}"
+        response = sf.session.get(url, headers=sf.headers, timeout=30)
+        response.raise_for_status()
+        found: dict[str, Any] = types.loads(response.content)
+        return found
 
     def query(self, soql: str) -> list[dict[str, Any]]:
         return list(self.salesforce().query_all(soql)["records"])
@@ -221,5 +240,5 @@ async def pipeline(
 
 
 def dec(value: Any) -> Decimal | None:
-    """A number from simple-salesforce (float) as the Decimal it stands for."""
-    return None if value is None else Decimal(repr(value))
+    """A number as read by ``Pipeline.salesforce()`` (already exact)."""
+    return None if value is None else Decimal(value)

@@ -86,11 +86,25 @@ def scratch_database(dsn: str) -> str:
 def drop_database(dsn: str, url: str) -> None:
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-            " WHERE database = %s AND NOT active",
-            (name,),
-        )
+        # The walsender of a stopped reader exits a moment after its client.
+        for _ in range(50):
+            conn.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                " WHERE database = %s AND active",
+                (name,),
+            )
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                " WHERE database = %s AND NOT active",
+                (name,),
+            )
+            left = conn.execute(
+                "SELECT count(*) FROM pg_replication_slots WHERE database = %s",
+                (name,),
+            ).fetchone()
+            if left is not None and left[0] == 0:
+                break
+            time.sleep(0.1)
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -155,7 +169,8 @@ async def measure(
 ) -> dict[str, Any]:
     latencies: list[float] | None = [] if args.scenario == "latency" else None
     sink = CountingSink(log if args.sink == "eventlog" else None, latencies)
-    settings = ReaderSettings(dsn=url, tables=["public.bench"], topic=TOPIC)
+    slot = url.rsplit("/", 1)[1]  # slots are cluster-wide: one per scratch db
+    settings = ReaderSettings(dsn=url, tables=["public.bench"], topic=TOPIC, slot=slot)
     reader = PostgresChangeReader(settings, sink)
     await reader.setup()
 

@@ -179,6 +179,25 @@ def is_own_origin(origin: str, name: str = "forcelink") -> bool:
     )
 
 
+_CREATE_ORIGIN = (
+    "SELECT pg_replication_origin_create(%s) WHERE NOT EXISTS"
+    " (SELECT 1 FROM pg_replication_origin WHERE roname = %s)"
+)
+_TAKE_ORIGIN = "SELECT pg_replication_origin_session_setup(%s)"
+
+
+def _origin_names(name: str) -> list[str]:
+    return [name] + [f"{name}_{index}" for index in range(1, MAX_ORIGIN_SESSIONS)]
+
+
+def _origins_exhausted(name: str) -> ConfigError:
+    return ConfigError(
+        f"all {MAX_ORIGIN_SESSIONS} replication origins {name}_* are in use;"
+        " fewer applier connections are needed",
+        key="capture.origin",
+    )
+
+
 def apply_session_origin(
     conn: psycopg.Connection[tuple[object, ...]], name: str = "forcelink"
 ) -> str:
@@ -189,31 +208,40 @@ def apply_session_origin(
     transactions. Returns the origin name taken (``name`` or ``name_<n>``).
     Needs superuser, or EXECUTE on the ``pg_replication_origin_*`` functions.
     """
-    for index in range(MAX_ORIGIN_SESSIONS):
-        candidate = name if index == 0 else f"{name}_{index}"
+    for candidate in _origin_names(name):
         try:
             with conn.transaction():
-                conn.execute(
-                    "SELECT pg_replication_origin_create(%s) WHERE NOT EXISTS"
-                    " (SELECT 1 FROM pg_replication_origin WHERE roname = %s)",
-                    (candidate, candidate),
-                )
+                conn.execute(_CREATE_ORIGIN, (candidate, candidate))
         except psycopg.errors.UniqueViolation:
             pass  # another session created it between our check and insert
         try:
             with conn.transaction():
-                conn.execute(
-                    "SELECT pg_replication_origin_session_setup(%s)", (candidate,)
-                )
+                conn.execute(_TAKE_ORIGIN, (candidate,))
         except psycopg.errors.ObjectInUse:
             continue  # held by another applier session: try the next name
         log.debug("session tagged with replication origin %s", candidate)
         return candidate
-    raise ConfigError(
-        f"all {MAX_ORIGIN_SESSIONS} replication origins {name}_* are in use;"
-        " fewer applier connections are needed",
-        key="capture.origin",
-    )
+    raise _origins_exhausted(name)
+
+
+async def apply_session_origin_async(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], name: str = "forcelink"
+) -> str:
+    """``apply_session_origin`` for an asyncio connection (same contract)."""
+    for candidate in _origin_names(name):
+        try:
+            async with conn.transaction():
+                await conn.execute(_CREATE_ORIGIN, (candidate, candidate))
+        except psycopg.errors.UniqueViolation:
+            pass
+        try:
+            async with conn.transaction():
+                await conn.execute(_TAKE_ORIGIN, (candidate,))
+        except psycopg.errors.ObjectInUse:
+            continue
+        log.debug("session tagged with replication origin %s", candidate)
+        return candidate
+    raise _origins_exhausted(name)
 
 
 def emit_heartbeat(conn: psycopg.Connection[tuple[object, ...]], prefix: str) -> None:

@@ -14,7 +14,10 @@ import pytest
 from forcelink.connector.postgres import setup
 from forcelink.connector.postgres.pgoutput import parse_lsn
 from forcelink.connector.postgres.reader import PostgresChangeReader, ReaderSettings
-from forcelink.connector.postgres.setup import apply_session_origin
+from forcelink.connector.postgres.setup import (
+    apply_session_origin,
+    apply_session_origin_async,
+)
 from forcelink.db import migrate
 from forcelink.errors import PositionLost, SourceUnavailable
 from forcelink.eventlog import EventRecord
@@ -44,8 +47,17 @@ async def event_log(db: str) -> AsyncIterator[EmbeddedEventLog]:
         yield log
 
 
+def slot_of(db: str) -> str:
+    """Slots are cluster-wide: one per test database keeps tests apart."""
+    return "forcelink_" + db.rsplit("/", 1)[1]
+
+
 def settings(db: str, **overrides: Any) -> ReaderSettings:
-    values: dict[str, Any] = {"tables": ["account", "public.contact"], "topic": TOPIC}
+    values: dict[str, Any] = {
+        "tables": ["account", "public.contact"],
+        "topic": TOPIC,
+        "slot": slot_of(db),
+    }
     values.update(overrides)
     return ReaderSettings(dsn=db, **values)
 
@@ -108,12 +120,12 @@ def execute(db: str, *statements: str) -> int:
     return parse_lsn(row[0])
 
 
-def confirmed_lsn(db: str, slot: str = "forcelink") -> int:
+def confirmed_lsn(db: str) -> int:
     with psycopg.connect(db, autocommit=True) as conn:
         row = conn.execute(
             "SELECT confirmed_flush_lsn::text FROM pg_replication_slots"
             " WHERE slot_name = %s",
-            (slot,),
+            (slot_of(db),),
         ).fetchone()
     assert row is not None
     return parse_lsn(row[0])
@@ -121,7 +133,7 @@ def confirmed_lsn(db: str, slot: str = "forcelink") -> int:
 
 def retained_wal_bytes(db: str) -> int:
     with psycopg.connect(db, autocommit=True) as conn:
-        found = setup.retained_wal_bytes(conn, "forcelink")
+        found = setup.retained_wal_bytes(conn, slot_of(db))
     assert found is not None
     return found
 
@@ -178,9 +190,11 @@ async def test_reader__skips_transactions_of_forcelink_origin(
         with psycopg.connect(db, autocommit=True) as applier:
             apply_session_origin(applier)
             applier.execute("INSERT INTO account (id, name) VALUES (1, 'echo')")
-            with psycopg.connect(db, autocommit=True) as second_applier:
-                assert apply_session_origin(second_applier) == "forcelink_1"
-                second_applier.execute("UPDATE account SET name = 'e2' WHERE id = 1")
+            async with await psycopg.AsyncConnection.connect(db) as second_applier:
+                taken = await apply_session_origin_async(second_applier)
+                await second_applier.execute("UPDATE account SET name = 'e2'")
+                await second_applier.commit()
+            assert taken == "forcelink_1"
         execute(db, "INSERT INTO account (id, name) VALUES (2, 'user')")
         events = await consume(event_log, 1)
         await eventually(lambda: reader.stats.transactions >= 1)
@@ -220,8 +234,6 @@ async def test_reader__large_transaction_in_bounded_batches(
     confirmed_at_publish: list[int] = []
     tap.before = lambda: confirmed_at_publish.append(reader.stats.confirmed_lsn)
     async with running(reader):
-        await eventually(lambda: reader.stats.confirmed_lsn > 0)
-        before = confirmed_lsn(db)
         end = execute(
             db,
             "INSERT INTO account (id, name)"
@@ -231,8 +243,11 @@ async def test_reader__large_transaction_in_bounded_batches(
         await eventually(lambda: confirmed_lsn(db) >= end)
 
     assert max(tap.calls) <= 100 and sum(tap.calls) == 5000
-    # Mid-transaction batches never moved the slot past the transaction start.
-    assert all(lsn <= before for lsn in confirmed_at_publish)
+    # While its batches were being published, the slot was never confirmed
+    # as far as the transaction's commit.
+    commit_lsn = parse_lsn(events[0]["commit_lsn"])
+    assert len(confirmed_at_publish) == len(tap.calls)
+    assert all(lsn < commit_lsn for lsn in confirmed_at_publish)
     assert len({e["key"]["id"] for e in events}) == 5000
     assert [e["tx_size"] for e in events if "tx_size" in e] == [5000]
 
@@ -270,7 +285,8 @@ async def test_reader__reconnects_when_walsender_is_killed(
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute(
                 "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
-                " WHERE slot_name = 'forcelink'"
+                " WHERE slot_name = %s",
+                (slot_of(db),),
             )
         execute(db, "INSERT INTO account (id) VALUES (2)")
         events += await consume(event_log, 1)

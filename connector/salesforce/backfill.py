@@ -520,6 +520,10 @@ def soql_for(mapping: Mapping, since: str | None) -> str:
     return f"{base}{where} ORDER BY SystemModstamp"
 
 
+def _parse_stamp(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def soql_datetime(moment: datetime) -> str:
     """A SOQL datetime literal, cut to the second (so ``>=`` keeps ties)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -757,36 +761,57 @@ class _ObjectBackfill:
         return count, soql_datetime(stamp_value) if stamp_value else None
 
     def _merge_in_python(self, text: str) -> tuple[int, str | None]:
-        """The page through ``to_columns``; records that do not convert are
-        left out and listed in the position's ``rejected``."""
+        """The page through ``to_columns``; a record that does not convert, or
+        that Postgres refuses, is left out and listed in ``rejected``.
+
+        Returns the records read (merged or left out) and the latest stamp."""
         reader = csv.reader(io.StringIO(text, newline=""))
         header = next(reader)
-        good: list[list[Any]] = []
-        latest: datetime | None = None
+        good: list[tuple[dict[str, str], list[Any]]] = []
+        stamps: list[str] = []
         for raw in reader:
             record = dict(zip(header, raw, strict=False))
+            stamps.append(record.get("SystemModstamp") or "")
             try:
                 values = self.mapping.to_columns(record, form="csv")
             except RecordRejected as error:
-                self._reject(record, error)
+                self._reject(record, error.message, error.context.get("field"))
                 continue
-            good.append([values.get(f.column) for f in self.plan.fields])
-            stamp = values.get("systemmodstamp")
-            if isinstance(stamp, datetime) and (latest is None or stamp > latest):
-                latest = stamp
+            good.append((record, [values.get(f.column) for f in self.plan.fields]))
+        try:
+            with self.pg.transaction():
+                self._merge_typed([row for _, row in good])
+        except psycopg.errors.DataError:
+            for source, row in good:
+                self._merge_one(source, row)
+        latest = max(filter(None, stamps), default=None)
+        return len(stamps), soql_datetime(_parse_stamp(latest)) if latest else None
+
+    def _merge_typed(self, rows: list[list[Any]]) -> None:
         with self.pg.cursor() as cur:
             copy_sql = sql.SQL("COPY {} FROM STDIN").format(self.plan.typed_stage)
             with cur.copy(copy_sql) as copy:
-                for row in good:
+                for row in rows:
                     copy.write_row(row)
             cur.execute(self.plan.merge_from_typed)
-        return len(good), soql_datetime(latest) if latest else None
+            cur.execute(sql.SQL("DELETE FROM {}").format(self.plan.typed_stage))
 
-    def _reject(self, record: dict[str, str], error: RecordRejected) -> None:
-        log.warning("%s: record %s left out: %s", self.obj, record.get("Id"), error)
+    def _merge_one(self, record: dict[str, str], values: list[Any]) -> None:
+        """One record under its own savepoint: Postgres says which ones fail."""
+        try:
+            with self.pg.transaction():
+                self._merge_typed([values])
+        except psycopg.errors.DataError as error:
+            message = str(error).splitlines()[0]
+            self._reject(record, f"Postgres refused it: {message}", None)
+
+    def _reject(
+        self, record: dict[str, str], message: str, field_name: str | None
+    ) -> None:
+        log.warning("%s: record %s left out: %s", self.obj, record.get("Id"), message)
         self.position.rejected.append(
-            {"record": record.get("Id"), "field": error.context.get("field"),
-             "error": error.message, "job": self.position.job_id}
+            {"record": record.get("Id"), "field": field_name,
+             "error": message, "job": self.position.job_id}
         )  # fmt: skip
 
     def _commit_position(self) -> None:

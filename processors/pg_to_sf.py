@@ -19,7 +19,10 @@ to one record stay in commit order. ``unchanged_toast`` never matters: the
 row is read whole. A deleted row is gone, so its delete uses the WAL's old
 values (the ``sfid``); a row never synced (no sfid) needs no delete.
 
-**How a row is written.** A row with an ``sfid`` is updated by Id. A row
+**How a row is written.** A row with an ``sfid`` is updated by Id, or by
+upsert on its external id when that is the value last synced for the record
+(``sync_records``): the same record, and new and changed rows then share
+collections calls (fewer API calls). A row
 without one is created by *upsert on the mapping's external id* when the
 mapping has one and the row holds a value: idempotent, so a crash between
 the Salesforce write and the sfid write-back, or a redelivered event, finds
@@ -101,6 +104,7 @@ log = logging.getLogger("forcelink.processors.pg_to_sf")
 
 DIRECTION = "pg_to_sf"
 RETRY_HEADER = "forcelink-retry"
+WRITE_BACK_ATTEMPTS = 5
 
 
 @dataclass
@@ -218,7 +222,7 @@ class PgToSalesforce:
             if not plan.items and not plan.already_synced:
                 return
             failure = await asyncio.to_thread(self._send, plan)
-            orphans = await self._write_back(conn, plan)
+            orphans = await self._write_back_retrying(conn, plan)
         except psycopg.OperationalError as error:
             await self.close()
             raise SourceUnavailable(
@@ -276,8 +280,11 @@ class PgToSalesforce:
         for mapping in self.order:
             entries = by_table.get(mapping.table, [])
             rows = await _read_rows(conn, mapping, [e.pk for e in entries])
+            sent_keys = await _sent_keys(conn, self.settings.org, mapping, rows)
             for entry in entries:
-                self._plan_row(plan, mapping, entry, rows.get(entry.pk))
+                row = rows.get(entry.pk)
+                sent = sent_keys.get(str(row.get("sfid"))) if row else None
+                self._plan_row(plan, mapping, entry, row, sent)
         plan.deletes.reverse()  # children first
         return plan
 
@@ -287,7 +294,9 @@ class PgToSalesforce:
         mapping: Mapping,
         entry: _Touched,
         row: dict[str, Any] | None,
+        sent_key: str | None,
     ) -> None:
+        """``sent_key``: the external id last sent for the row's sfid, if any."""
         current = row.get("sfid") if row else None
         for sfid in entry.deleted_sfids:
             if sfid != current:
@@ -308,10 +317,14 @@ class PgToSalesforce:
                 _Item(mapping, entry, "update", {}, row, xmin, error=error)
             )
             return
+        # An existing record whose external id is the one last synced is
+        # written by upsert too: the same record, and one call for new and
+        # changed rows together instead of one per operation.
+        key = payload.get(mapping.upsert_key) if mapping.upsert_key else None
         operation: Operation = "update"
-        if current:
+        if current and not (key is not None and str(key) == sent_key):
             payload["Id"] = current
-        elif mapping.upsert_key and payload.get(mapping.upsert_key) is not None:
+        elif key is not None:
             operation = "upsert"
         else:
             operation = "create"
@@ -415,6 +428,22 @@ class PgToSalesforce:
                 )
 
     # ----------------------------------------------------------- write back
+
+    async def _write_back_retrying(
+        self, conn: psycopg.AsyncConnection[dict[str, Any]], plan: _Plan
+    ) -> list[tuple[str, str]]:
+        """``_write_back``, again after a deadlock with an application
+        transaction (both lock rows of the table, in different orders):
+        redoing the Salesforce calls for that would cost quota."""
+        for attempt in range(WRITE_BACK_ATTEMPTS):
+            try:
+                return await self._write_back(conn, plan)
+            except psycopg.errors.DeadlockDetected:
+                if attempt == WRITE_BACK_ATTEMPTS - 1:
+                    raise
+                log.info("write-back deadlocked with the application; again")
+                await asyncio.sleep(0.05 * (attempt + 1))
+        return []
 
     async def _write_back(
         self, conn: psycopg.AsyncConnection[dict[str, Any]], plan: _Plan
@@ -711,6 +740,28 @@ async def _read_rows(
         (pks,),
     )
     return {int(row["id"]): row for row in await cur.fetchall()}
+
+
+async def _sent_keys(
+    conn: psycopg.AsyncConnection[dict[str, Any]],
+    org: str,
+    mapping: Mapping,
+    rows: dict[int, dict[str, Any]],
+) -> dict[str, str]:
+    """sfid -> the external id value last sent for it (``sync_records``)."""
+    sfids = [str(r["sfid"]) for r in rows.values() if r.get("sfid")]
+    if not mapping.upsert_key or not sfids:
+        return {}
+    cur = await conn.execute(
+        "SELECT sfid, last_values->>%s AS key FROM forcelink.sync_records"
+        " WHERE org = %s AND object = %s AND sfid = ANY(%s)",
+        (mapping.upsert_key, org, mapping.object, sfids),
+    )
+    return {
+        str(r["sfid"]): str(r["key"])
+        for r in await cur.fetchall()
+        if r["key"] is not None
+    }
 
 
 async def _mark_synced(

@@ -349,7 +349,12 @@ def _type_of(record: dict[str, Any]) -> str:
 
 
 def _values(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k not in ("attributes", "Id")}
+    return {k: v for k, v in record.items() if k != "attributes" and k.lower() != "id"}
+
+
+def _record_id(record: dict[str, Any]) -> Any:
+    """The record's id: field names are case-insensitive (``Id`` or ``id``)."""
+    return next((v for k, v in record.items() if k.lower() == "id"), None)
 
 
 async def collection_create(request: web.Request) -> web.Response:
@@ -359,7 +364,7 @@ async def collection_create(request: web.Request) -> web.Response:
 
     def one(record: dict[str, Any]) -> Operation:
         def run() -> dict[str, Any]:
-            if record.get("Id"):
+            if _record_id(record):
                 raise ApiError(
                     400,
                     "INVALID_FIELD",
@@ -382,7 +387,7 @@ async def collection_update(request: web.Request) -> web.Response:
 
     def one(record: dict[str, Any]) -> Operation:
         def run() -> dict[str, Any]:
-            record_id = record.get("Id")
+            record_id = _record_id(record)
             if not isinstance(record_id, str) or normalize(record_id) is None:
                 raise ApiError(
                     400, "MALFORMED_ID", f"Id: invalid id: {record_id}", ["Id"]

@@ -71,6 +71,37 @@ def drop_database(server_url: str, url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _transaction(
+    conn: psycopg.Connection[tuple[object, ...]],
+    rng: random.Random,
+    inserted: list[str],
+    tick: int,
+) -> list[str]:
+    """One application transaction of PER_TX changes; the keys it touched."""
+    touched = []
+    added = []
+    with conn.transaction():
+        for _ in range(PER_TX):
+            if inserted and rng.random() < 0.3:
+                key = rng.choice(inserted)
+                conn.execute(
+                    "UPDATE salesforce.account SET phone = %s"
+                    " WHERE external_id__c = %s",
+                    (str(tick), key),
+                )
+            else:
+                key = f"B{len(inserted) + len(added)}"
+                added.append(key)
+                conn.execute(
+                    "INSERT INTO salesforce.account (external_id__c, name)"
+                    " VALUES (%s, %s)",
+                    (key, f"Bench {key}"),
+                )
+            touched.append(key)
+    inserted.extend(added)
+    return touched
+
+
 def load(db: str, rate: int, seconds: float) -> tuple[dict[str, float], int]:
     """Run the workload (in its own thread, like an application would).
 
@@ -86,25 +117,10 @@ def load(db: str, rate: int, seconds: float) -> tuple[dict[str, float], int]:
         start = time.monotonic()
         tick = 0
         while time.monotonic() - start < seconds:
-            touched = []
-            with conn.transaction():
-                for _ in range(PER_TX):
-                    if inserted and rng.random() < 0.3:
-                        key = rng.choice(inserted)
-                        conn.execute(
-                            "UPDATE salesforce.account SET phone = %s"
-                            " WHERE external_id__c = %s",
-                            (str(tick), key),
-                        )
-                    else:
-                        key = f"B{len(inserted)}"
-                        inserted.append(key)
-                        conn.execute(
-                            "INSERT INTO salesforce.account (external_id__c, name)"
-                            " VALUES (%s, %s)",
-                            (key, f"Bench {key}"),
-                        )
-                    touched.append(key)
+            try:
+                touched = _transaction(conn, rng, inserted, tick)
+            except psycopg.errors.DeadlockDetected:
+                continue  # as an application would: run it again
             now = time.time()
             for key in touched:
                 committed[key] = now

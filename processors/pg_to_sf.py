@@ -454,6 +454,7 @@ class PgToSalesforce:
             for mapping in self.order:
                 items = [i for i in plan.writes if i.mapping is mapping]
                 if items:
+                    await _lock_in_order(conn, mapping, items)
                     orphans += await self._settle_writes(conn, mapping, items)
             await self._settle_deletes(conn, plan.deletes)
             for entry in plan.already_synced:
@@ -740,6 +741,22 @@ async def _read_rows(
         (pks,),
     )
     return {int(row["id"]): row for row in await cur.fetchall()}
+
+
+async def _lock_in_order(
+    conn: psycopg.AsyncConnection[dict[str, Any]], mapping: Mapping, items: list[_Item]
+) -> None:
+    """Lock the rows about to be written back in id order.
+
+    An UPDATE ... FROM locks rows in whatever order its join produces; an
+    application updating several of them in another order could then
+    deadlock with the write-back. In id order, only an application that
+    itself locks out of order can.
+    """
+    await conn.execute(
+        f"SELECT 1 FROM {_table(mapping)} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+        ([i.touched.pk for i in items],),
+    )
 
 
 async def _sent_keys(

@@ -38,6 +38,31 @@ So the reader is at-least-once; appliers make it exactly-once in effect by
 applying idempotently (invariant 2). A position is never confirmed past a
 change that the event log has not accepted (invariant 1).
 
+The acknowledged position is sent to the server every
+``feedback_interval`` seconds (and when the reader stops), not per batch.
+
+**Event format.** Key ``<schema>.<table>:<key values>`` (several key
+columns joined by ``,``; a backslash or a comma inside a value is escaped by a
+backslash; the primary key, else the replica identity). Value, UTF-8 JSON::
+
+    {"commit_lsn": "0/16B3F08", "xid": 741, "commit_time": "2024-03-01T10:00:00.5Z",
+     "lsn": "0/16B3D48", "op": "update", "table": "public.account",
+     "key": {"id": 42},
+     "new": {"id": 42, "name": "Zoë", "amount": "12.30"},   # null for delete
+     "old": {"id": 42, "name": "Zoe", "amount": "12.30"},   # null for insert
+     "unchanged_toast": ["notes"],   # columns absent from "new": NOT changed
+     "tx_seq": 0, "tx_size": 1}      # tx_size only on a transaction's last
+
+``(commit_lsn, tx_seq)`` orders changes totally; repeats after a crash carry
+the same pair, so a consumer can drop them. ``old`` is the whole old row
+with REPLICA IDENTITY FULL (the default here), only the key columns
+otherwise, and for an update only when one of those exists. An update that
+changed the primary key is keyed by the new key; ``old`` holds the old
+one. ``op: "truncate"`` has an empty key and ``new``/``old`` null; it is
+keyed by the table alone, so it is not ordered against row changes. Values
+are converted as ``values.py`` describes (numeric as a string, timestamps
+ISO UTC, json parsed, bytea base64).
+
 **Why one streaming connection and no ``streaming 'on'``.** psycopg2's
 replication protocol pushes each change as soon as the server decodes it
 (no polling delay, one decoding pass), and the walsender already spills a

@@ -73,6 +73,7 @@ from simple_salesforce.exceptions import (
 )
 from tqdm import tqdm
 
+from forcelink.connector.postgres.setup import apply_session_origin
 from forcelink.connector.salesforce.auth import (
     OrgConnection,
     fetch_token,
@@ -125,6 +126,8 @@ class Options:
     """API calls to leave for the sync; None: RESERVE_RATIO of the daily limit."""
     progress: bool = True
     """Show a tqdm bar on stderr."""
+    origin: str = "forcelink"
+    """Replication origin name for the writes (the capture reader's setting)."""
 
 
 @dataclass
@@ -302,14 +305,20 @@ def cast_sql(f: FieldMapping, source: sql.Composable) -> sql.Composable:
             return sql.SQL("string_to_array({}, ';')").format(value)
         return value
     if f.sf_type == "boolean":
+        # What Bulk API writes first; other spellings Python takes next.
         return sql.SQL(
+            "CASE {v} WHEN 'true' THEN true WHEN 'false' THEN false ELSE "
             "CASE lower({v}) WHEN 'true' THEN true WHEN '1' THEN true "
             "WHEN 'false' THEN false WHEN '0' THEN false "
-            "ELSE ('expected true or false: ' || {v})::boolean END"
+            "ELSE ('expected true or false: ' || {v})::boolean END END"
         ).format(v=value)
     if f.sf_type == "int":
+        # Digits only (what Bulk API writes) cast straight; "5.0" or "1E3"
+        # go the long way, which Python's int parsing also accepts.
         whole = sql.SQL(
-            "CASE WHEN {v}::numeric = trunc({v}::numeric) THEN trunc({v}::numeric) "
+            "CASE WHEN strpos({v}, '.') + strpos({v}, 'e') + strpos({v}, 'E') = 0 "
+            "THEN {v}::bigint::numeric "
+            "WHEN {v}::numeric = trunc({v}::numeric) THEN trunc({v}::numeric) "
             "ELSE ('expected a whole number: ' || {v})::numeric END"
         ).format(v=value)
         if kind == "integer":
@@ -337,7 +346,13 @@ def _transform_sql(name: str | None, value: sql.Composable) -> sql.Composable:
     if name is None:
         return value
     if name == "trim":
-        return sql.SQL("btrim({}, {})").format(value, sql.Literal(_PY_WHITESPACE))
+        # Most values start and end with a visible ASCII character: nothing to
+        # trim, and btrim with a multi-byte set is slow (1 us a value).
+        return sql.SQL(
+            "CASE WHEN ascii({v}) BETWEEN 33 AND 126 "
+            "AND ascii(right({v}, 1)) BETWEEN 33 AND 126 THEN {v} "
+            "ELSE btrim({v}, {spaces}) END"
+        ).format(v=value, spaces=sql.Literal(_PY_WHITESPACE))
     if name in ("lower", "upper"):
         # ICU's root locale maps case over all of Unicode like str.lower and
         # str.upper; the database's own collation may be "C" (ASCII only).
@@ -550,6 +565,9 @@ def backfill(
     except psycopg.OperationalError as error:
         raise SourceUnavailable(f"cannot reach the database: {error}") from error
     with pg:
+        # Tagged as forcelink's own writes: the capture reader skips them (no
+        # echo back to the org) and the pending trigger leaves them 'synced'.
+        apply_session_origin(pg, options.origin)  # type: ignore[arg-type]  # any row type
         pg.execute("SET TIME ZONE 'UTC'")
         pg.execute("SET DateStyle = 'ISO, YMD'")
         pg.commit()
@@ -651,7 +669,9 @@ class _ObjectBackfill:
             info = self._get_job(job_id)
             state = info.get("state")
             if state == "JobComplete":
-                return int(info.get("numberRecordsProcessed") or 0)
+                total = int(info.get("numberRecordsProcessed") or 0)
+                log.info("%s: job %s complete, %d records", self.obj, job_id, total)
+                return total
             if state in ("Failed", "Aborted"):
                 raise TerminalError(
                     f"query job {state}: {info.get('errorMessage', '')}",
@@ -672,6 +692,7 @@ class _ObjectBackfill:
     def _fetch(self, locator: str) -> dict[str, Any]:
         job_id = self.position.job_id
         size = self.options.page_records
+        started = time.monotonic()
         try:
             page: dict[str, Any] = self.api.call(
                 lambda c: self.bulk.get_query_results(job_id, locator, size)
@@ -682,6 +703,10 @@ class _ObjectBackfill:
             if "INVALIDLOCATOR" in error.message or "INVALIDJOBSTATE" in error.message:
                 raise JobGone(error.message, org=self.org, job=job_id) from error
             raise
+        log.debug(
+            "%s: page of %d records fetched in %.2fs",
+            self.obj, page["number_of_records"], time.monotonic() - started,
+        )  # fmt: skip
         return page
 
     # -- the pages
@@ -712,6 +737,7 @@ class _ObjectBackfill:
     def _merge(self, text: str, following: str | None) -> int:
         """One page in one transaction: stage, merge, move the position."""
         self._check_header(text)
+        started = time.monotonic()
         try:
             count, modstamp = self._merge_in_sql(text)
         except psycopg.errors.DataError as error:
@@ -726,6 +752,9 @@ class _ObjectBackfill:
         p.state = "running" if following else "done"
         _save_position(self.pg, self.org, self.obj, p)
         self.pg.commit()
+        log.debug(
+            "%s: %d rows merged in %.2fs", self.obj, count, time.monotonic() - started
+        )
         self.api.metrics.backfill_rows.labels(
             org=self.org, direction=DIRECTION, object=self.obj
         ).inc(count)
@@ -737,7 +766,8 @@ class _ObjectBackfill:
         if got != [name.lower() for name in self.plan.header]:
             raise TerminalError(
                 f"the query result's columns are {line!r}, expected "
-                f"{','.join(self.plan.header)!r}",
+                f"{','.join(self.plan.header)!r} (did the mapping change since "
+                "the job started? --restart begins a new one)",
                 org=self.org, object=self.obj,
             )  # fmt: skip
 
@@ -838,4 +868,5 @@ class _ObjectBackfill:
         tenths = min(done * 10 // total, 10) if total else 0
         if tenths > self.logged_tenths:
             self.logged_tenths = tenths
-            log.info("%s: %d%% (%d of %d rows)", self.obj, tenths * 10, done, total)
+            percent = min(done * 100 // total, 100)
+            log.info("%s: %d%% (%d of %d rows)", self.obj, percent, done, total)

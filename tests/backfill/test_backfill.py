@@ -18,6 +18,7 @@ import pytest
 import requests
 from psycopg.rows import dict_row
 
+from forcelink.connector.postgres.setup import apply_session_origin
 from forcelink.connector.salesforce.backfill import (
     BackfillStopped,
     Options,
@@ -104,7 +105,7 @@ def _seed_example_org(setup: Setup) -> None:
             {"Image_Id__c": "IMG-2", "Name": "no order"},
         ],
     )  # fmt: skip
-    setup.org.salesforce().Account.delete(accounts[2])
+    setup.org.salesforce().restful(f"sobjects/Account/{accounts[2]}", method="DELETE")
 
 
 def _org_records(setup: Setup, mapping: Mapping) -> dict[str, dict[str, Any]]:
@@ -178,21 +179,23 @@ def test_backfill__newer_version_in_postgres_wins(setup: Setup) -> None:
     )
     mappings = [setup.mapping("Account")]
     backfill(setup.database_url, setup.api(), mappings, QUIET)
-    with psycopg.connect(setup.database_url) as conn:
-        conn.execute(
+    with psycopg.connect(setup.database_url) as streaming:
+        apply_session_origin(streaming)  # as the Salesforce-to-Postgres applier
+        streaming.execute(
             "UPDATE salesforce.account SET name = 'newer in pg',"
             " systemmodstamp = systemmodstamp + interval '1 hour' WHERE sfid = %s",
             (ids[0],),
         )
-        conn.execute(
-            "UPDATE salesforce.account SET name = 'local edit',"
-            " _sync_state = 'pending' WHERE sfid = %s",
-            (ids[1],),
-        )
-        conn.execute(
+        streaming.execute(
             "UPDATE salesforce.account SET name = 'older in pg',"
             " systemmodstamp = systemmodstamp - interval '1 hour' WHERE sfid = %s",
             (ids[2],),
+        )
+    with psycopg.connect(setup.database_url) as application:
+        application.execute(
+            "UPDATE salesforce.account SET name = 'local edit',"
+            " _sync_state = 'pending' WHERE sfid = %s",
+            (ids[1],),
         )
 
     backfill(

@@ -610,7 +610,9 @@ class _ObjectBackfill:
             return Result(self.obj, "skipped", stored.rows, stored.rows, stored.job_id)
         _create_stages(self.pg, self.plan)
         since = soql_datetime(self.options.since) if self.options.since else None
-        if stored is not None and stored.state != "done" and stored.job_id:
+        # An unfinished run resumes, unless this one asks for another --since.
+        unfinished = stored is not None and stored.state != "done" and stored.job_id
+        if stored is not None and unfinished and stored.since == since:
             self.position = stored
             self._resume()
         else:

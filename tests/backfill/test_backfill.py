@@ -10,6 +10,7 @@ import contextlib
 import json
 import subprocess
 import sys
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -331,3 +332,22 @@ def test_backfill__a_record_postgres_refuses_is_left_out_alone(
     rejected = _progress(setup)["error"]["rejected"]
     assert [r["record"] for r in rejected] == [ids[1]]
     assert "out of range" in rejected[0]["error"]
+
+
+def test_backfill__since_copies_only_records_stamped_from_then(setup: Setup) -> None:
+    _seed(setup, "Account", [{"Name": f"old {i}"} for i in range(20)])
+    setup.org.admin("clock", {"seconds": 60})
+    recent = _seed(setup, "Account", [{"Name": f"new {i}"} for i in range(30)])
+    stamp = setup.org.salesforce().query(
+        f"SELECT SystemModstamp FROM Account WHERE Id = '{recent[0]}'"
+    )["records"][0]["SystemModstamp"]
+    since = datetime.fromisoformat(stamp.replace("+0000", "+00:00"))
+
+    results = backfill(
+        setup.database_url, setup.api(), [setup.mapping("Account")],
+        Options(since=since, progress=False),
+    )  # fmt: skip
+
+    rows = _rows(setup.database_url, "SELECT sfid FROM salesforce.account")
+    assert sorted(r["sfid"] for r in rows) == sorted(recent)
+    assert results[0].total == 30

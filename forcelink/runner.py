@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import uvicorn
 
 from forcelink.config import Config, OrgConfig
+from forcelink.connector.postgres.reader import PostgresChangeReader, ReaderSettings
 from forcelink.connector.salesforce.auth import (
     OrgConnection,
     fetch_token,
@@ -39,6 +41,7 @@ from forcelink.connector.salesforce.subscriber import (
     SubscriberSettings,
     topic_for,
 )
+from forcelink.connector.salesforce.writer import SalesforceWriter
 from forcelink.db import migrate
 from forcelink.errors import ForcelinkError
 from forcelink.eventlog import open_event_log
@@ -46,6 +49,8 @@ from forcelink.eventlog.base import EventLog
 from forcelink.health import ServerHandle, database_check, serve
 from forcelink.mapping import Mapping, load_mappings, org_describe
 from forcelink.metrics import METRICS
+from forcelink.processors.linger import lingering
+from forcelink.processors.pg_to_sf import PgToSalesforce, PgToSfSettings
 from forcelink.processors.runtime import Handler, run_consumer
 from forcelink.processors.sf_to_pg import SalesforceToPostgres
 from forcelink.service import Component, Service
@@ -81,6 +86,18 @@ def load_checked_mappings(
     return load_mappings(config.mappings, describe=describers or None)
 
 
+def slot_name(database_url: str) -> str:
+    """The replication slot of one database: ``forcelink_<database>``.
+
+    Slot names are unique in the whole cluster, while several databases of
+    one cluster may each run forcelink; slot names allow only lower-case
+    letters, digits and underscores, 63 at most.
+    """
+    database = urlsplit(database_url).path.lstrip("/") or "postgres"
+    cleaned = re.sub(r"[^a-z0-9_]", "_", database.lower())
+    return f"forcelink_{cleaned}"[:63]
+
+
 def public_url(database_url: str) -> str:
     """``database_url`` without its password, for run.json and logs."""
     parts = urlsplit(database_url)
@@ -106,6 +123,7 @@ class Runner:
         self.run_file = run_file
         self.eventlog: EventLog = open_event_log(config)
         self.prefix = config.eventlog.kafka.topic_prefix
+        self.pg_topic = f"{self.prefix}pg.changes"
         self.health: ServerHandle | None = None
 
     async def serve(self) -> int:
@@ -136,8 +154,64 @@ class Runner:
             reads = [m for m in mappings if m.org == name and m.mode != "write_only"]
             if reads:
                 components += self._salesforce_to_postgres(org, conn, reads)
+        writes = [m for m in mappings if m.mode != "read_only" and m.org in orgs]
+        if writes:
+            components.append(Component("pg_reader", self._reader(writes)))
+            for name, (org, _) in orgs.items():
+                mine = [m for m in writes if m.org == name]
+                if mine:
+                    components.append(self._postgres_to_salesforce(org, mine))
         components.append(Component("api", self._api))
         return components
+
+    def _reader(self, writes: list[Mapping]) -> RunFn:
+        """The WAL reader of every table some org's mapping writes from."""
+        settings = ReaderSettings(
+            dsn=self.config.database.url,
+            tables=sorted({m.table for m in writes}),
+            topic=self.pg_topic,
+            slot=slot_name(self.config.database.url),
+        )
+
+        async def run(stop: asyncio.Event) -> None:
+            await self.eventlog.ensure_topic(self.pg_topic)
+            reader = PostgresChangeReader(settings, self.eventlog)
+            await reader.setup()
+            await reader.sync_publication(settings.tables)
+            task = asyncio.create_task(reader.run())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            reader.stop()
+            stopper.cancel()
+            await task
+
+        return run
+
+    def _postgres_to_salesforce(
+        self, org: OrgConfig, writes: list[Mapping]
+    ) -> Component:
+        handler = PgToSalesforce(
+            PgToSfSettings(self.config.database.url, org.name),
+            writes,
+            SalesforceWriter.for_org(org),
+            metrics=METRICS,
+        )
+
+        async def run(stop: asyncio.Event) -> None:
+            # Lingering fills batches to multiples of 200 records (one
+            # sObject collection each) instead of one call per few rows.
+            try:
+                await run_consumer(
+                    lingering(self.eventlog),
+                    f"forcelink.pg_to_sf.{org.name}",
+                    [self.pg_topic],
+                    handler,
+                    stop,
+                )
+            finally:
+                await handler.close()
+
+        return Component(f"pg_to_sf[{org.name}]", run)
 
     def _salesforce_to_postgres(
         self, org: OrgConfig, conn: OrgConnection, reads: list[Mapping]

@@ -657,7 +657,10 @@ def _translate(error: BaseException, slot: str) -> BaseException:
                 psycopg2.InterfaceError,
                 psycopg.OperationalError,
             ),
-        ):
+        ) or (isinstance(error, psycopg2.DatabaseError) and code is None):
+            # An error with no server SQLSTATE comes from the client's side of
+            # a broken connection (psycopg2 says "no COPY in progress" once
+            # the server has shut down mid-stream): reconnecting fixes it.
             translated = SourceUnavailable(
                 "Postgres replication stream lost", slot=slot
             )

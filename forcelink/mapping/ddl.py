@@ -36,6 +36,7 @@ from psycopg import sql
 from forcelink import db
 from forcelink.mapping.model import SYNC_STATES, FieldMapping, Mapping
 from forcelink.mapping.types import ColumnType, parse_column_type
+from forcelink.processors.triggers import TRIGGER, ensure_pending_trigger
 
 log = logging.getLogger("forcelink.mapping")
 
@@ -85,7 +86,9 @@ def apply(
 
     Migrates the bookkeeping schema first. Runs in one transaction under an
     advisory lock, so concurrent applies do the work once. A new mapping
-    version is recorded only when the definition changed.
+    version is recorded only when the definition changed. Tables that
+    forcelink writes to Salesforce get the trigger that marks an
+    application's changes ``pending`` (``processors.triggers``).
     """
     db.migrate(database_url)
     done: list[str] = []
@@ -98,6 +101,10 @@ def apply(
                 done.append(statement.as_string(conn) + ";")
             for _, kept in plan.kept:
                 log.warning("mappings apply: kept %s", kept)
+            if mapping.mode != "read_only" and ensure_pending_trigger(
+                conn, mapping.table
+            ):
+                done.append(f"CREATE TRIGGER {TRIGGER} ON {mapping.table};")
             _record_version(conn, mapping)
     log.info("mappings applied: %d statement(s)", len(done))
     return done

@@ -40,6 +40,7 @@ from forcelink.api.repository import (
 )
 from forcelink.api.repository import Query as Search
 from forcelink.api.service import ImageService, clean_tags
+from forcelink.api.status import router as status_router
 from forcelink.api.uploads import receive_upload
 from forcelink.config import Config
 from forcelink.connector.images import ImageStore, open_store
@@ -365,6 +366,7 @@ def create_app(
     app.state.api = state
     errors.install(app)
     app.include_router(router)
+    app.include_router(status_router)
     return app
 
 

@@ -8,7 +8,9 @@ For the configured database, orgs and mappings, the service runs:
 * when some mapping writes to Salesforce: the Postgres change reader
   (WAL → event log) and the Postgres→Salesforce writer (event log → org);
 * the HTTP API (images, status) on ``api.listen``;
-* ``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics.listen``.
+* ``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics.listen``, with
+  readiness checks for the database, the event log and each org, and the
+  lag sampler (``forcelink.lag``) keeping the position gauges current.
 
 Topics (the Kafka prefix applies to both backends)::
 
@@ -47,12 +49,14 @@ from forcelink.errors import ForcelinkError
 from forcelink.eventlog import open_event_log
 from forcelink.eventlog.base import EventLog
 from forcelink.health import ServerHandle, database_check, serve
+from forcelink.lag import LagSampler
 from forcelink.mapping import Mapping, load_mappings, org_describe
 from forcelink.metrics import METRICS
 from forcelink.processors.linger import lingering
 from forcelink.processors.pg_to_sf import PgToSalesforce, PgToSfSettings
 from forcelink.processors.runtime import Handler, run_consumer
 from forcelink.processors.sf_to_pg import SalesforceToPostgres
+from forcelink.readiness import eventlog_check, org_checks
 from forcelink.service import Component, Service
 
 log = logging.getLogger("forcelink.runner")
@@ -134,10 +138,15 @@ class Runner:
             METRICS.declare_org(name)
         METRICS.set_config(self.config)
         components = self._components(orgs, mappings)
+        components.append(Component("lag", self._sampler(mappings)))
         self.health = serve(
             self.config.metrics.listen,
             METRICS.registry,
-            {"database": database_check(self.config.database.url)},
+            {
+                "database": database_check(self.config.database.url),
+                "eventlog": eventlog_check(self.config),
+                **org_checks(orgs),
+            },
         )
         service = Service(components, self.run_file, self._info(orgs))
         try:
@@ -163,6 +172,12 @@ class Runner:
                     components.append(self._postgres_to_salesforce(org, mine))
         components.append(Component("api", self._api))
         return components
+
+    def _sampler(self, mappings: list[Mapping]) -> RunFn:
+        """Lag, dead letters and slot gauges, sampled every few seconds."""
+        writes = any(m.mode != "read_only" for m in mappings)
+        slot = slot_name(self.config.database.url) if writes else None
+        return LagSampler(self.config, mappings, METRICS, slot=slot).run
 
     def _reader(self, writes: list[Mapping]) -> RunFn:
         """The WAL reader of every table some org's mapping writes from."""

@@ -6,7 +6,8 @@
 2. start the local Salesforce org (``forcelink emulator``) with its state and
    TLS material under ``.forcelink/org``;
 3. write ``.forcelink/forcelink.yaml`` pointing forcelink at both;
-4. create the mapped tables from ``mappings/*.yaml`` (``forcelink mappings apply``);
+4. seed a few demo records into the org when it is empty, then create the
+   mapped tables from ``mappings/*.yaml`` (``forcelink mappings apply``);
 5. backfill the local org into Postgres (``forcelink backfill``);
 6. run ``forcelink run`` (capture, sync both ways, API, metrics) until Ctrl-C.
 
@@ -79,6 +80,81 @@ def start_emulator() -> subprocess.Popen[bytes]:
     return proc
 
 
+CITIES = ["Leeds", "Aarhus", "Porto", "Lyon", "Graz", "Turku", "Cork", "Bilbao"]
+
+
+def seed_demo(connection_file: Path) -> None:
+    """Give an empty local org some accounts, contacts and work orders."""
+    import json
+    import ssl
+    import urllib.request
+
+    details = json.loads(connection_file.read_text())
+    context = ssl.create_default_context(cafile=details["ca_file"])
+
+    def admin(path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+        request = urllib.request.Request(
+            f"{details['instance_url']}/_emulator/{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, context=context, timeout=60) as answer:
+            result: dict[str, object] = json.load(answer)
+            return result
+
+    counts = admin("stats").get("records", {})
+    if isinstance(counts, dict) and counts.get("Account"):
+        return
+    accounts = admin(
+        "records",
+        {
+            "sobject": "Account",
+            "records": [
+                {
+                    "Name": f"{city} Roofing",
+                    "External_Id__c": f"DEMO-{i}",
+                    "BillingCity": city,
+                    "Website": f"https://{city.lower()}.example",
+                    "NumberOfEmployees": 10 * (i + 1),
+                }
+                for i, city in enumerate(CITIES)
+            ],
+        },
+    )["ids"]
+    assert isinstance(accounts, list)
+    admin(
+        "records",
+        {
+            "sobject": "Contact",
+            "records": [
+                {
+                    "LastName": f"Crew {i}",
+                    "FirstName": "Sam",
+                    "AccountId": accounts[i % 8],
+                    "Email": f"crew{i}@example.com",
+                }
+                for i in range(16)
+            ],
+        },
+    )
+    admin(
+        "records",
+        {
+            "sobject": "WorkOrder",
+            "records": [
+                {
+                    "Subject": f"Inspect roof {i}",
+                    "AccountId": accounts[i % 8],
+                    "Status": "New",
+                    "Priority": "Medium",
+                }
+                for i in range(8)
+            ],
+        },
+    )
+    say("seeded the local org with 8 accounts, 16 contacts and 8 work orders")
+
+
 def write_config(database_url: str) -> Path:
     path = WORK / "forcelink.yaml"
     path.write_text(
@@ -109,11 +185,20 @@ def main() -> int:
     emulator = start_emulator()
     try:
         config = write_config(database_url)
+        seed_demo(ORG_DIR / "connection.json")
         say("creating the mapped tables from mappings/*.yaml")
         forcelink(config, "mappings", "apply")
         say("backfilling the local org into Postgres")
         forcelink(config, "backfill", "--org", "local")
         say("syncing both ways until Ctrl-C (state in .forcelink/run.json)")
+        say(
+            f"try: psql {database_url} -c 'SELECT name, billingcity, _sync_state"
+            " FROM salesforce.account'"
+        )
+        say(
+            "     an UPDATE there reaches the org; `forcelink emulator` docs: "
+            "emulator/README.md"
+        )
         service = subprocess.Popen(
             [
                 str(BIN / "forcelink"),

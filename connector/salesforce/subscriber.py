@@ -130,7 +130,14 @@ class ChangeSubscriber:
     ) -> StreamingClient:
         client = streaming_client(self.settings.conn, markers, default_replay=default)
         await client.open()
-        await client.subscribe(self.settings.channel)
+        try:
+            await client.subscribe(self.settings.channel)
+        except BaseException:
+            # A refused subscription (an expired replay id) leaves an open
+            # client with a long poll in flight: close it before going on.
+            with contextlib.suppress(Exception):
+                await client.close()
+            raise
         METRICS.set_connector_up(self.settings.org, "salesforce", True)
         return client
 

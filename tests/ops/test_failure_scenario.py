@@ -1,0 +1,112 @@
+"""The org goes away while work piles up; everything shows it, then recovers.
+
+A real ``forcelink run`` with the local org syncs a first row, then the
+emulator is stopped (as an outage would) and rows keep arriving in
+Postgres. The replication lag on ``/metrics`` must rise, ``/readyz`` must
+answer 503 naming ``org:local``, and ``forcelink status`` (text and JSON)
+must call the org failing. Once the org is back, the rows reach it, the
+lag returns to 0, ``/readyz`` to 200 and the status to ok.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.ops.run_support import (
+    gauge,
+    insert_accounts,
+    listen,
+    readyz,
+    run_config,
+    slot_streaming,
+    start_run,
+    status_cli,
+    stop_run,
+    unsynced,
+)
+from tests.sf_to_pg.harness import load_examples
+from tests.sf_to_pg.test_crash import wait_until
+from tests.support.local_org import LocalOrg
+
+LAG = "forcelink_replication_lag_seconds"
+PILED_UP = 20
+
+
+def test_org_outage__lag_readiness_and_status_show_it_then_recover(
+    org: LocalOrg, fresh_database: str, tmp_path: Path
+) -> None:
+    load_examples(fresh_database)
+    config = run_config(tmp_path, fresh_database, org)
+    metrics = listen(config, "metrics")
+    log = tmp_path / "run.log"
+    process = start_run(config, tmp_path)
+    try:
+        wait_until(lambda: slot_streaming(fresh_database), "the reader", log)
+        wait_until(lambda: readyz(metrics)[0] == 200, "ready", log)
+        insert_accounts(fresh_database, "BEFORE-", 1)
+        wait_until(lambda: unsynced(fresh_database, "BEFORE-") == 0, "first row", log)
+
+        org.stop()
+        insert_accounts(fresh_database, "OUTAGE-", PILED_UP)
+        _shows_the_outage(config, tmp_path, metrics, log)
+
+        org.start()
+        _recovers(config, tmp_path, metrics, fresh_database, log)
+    finally:
+        if not org.running:
+            org.start()
+        stop_run(process)
+
+
+def _shows_the_outage(config: Path, workdir: Path, metrics: str, log: Path) -> None:
+    wait_until(
+        lambda: (gauge(metrics, LAG, org="local", direction="pg_to_sf") or 0) > 2,
+        "the pg_to_sf lag rising",
+        log,
+    )
+    waiting = gauge(
+        metrics,
+        "forcelink_eventlog_consumer_lag_events",
+        org="local",
+        direction="pg_to_sf",
+    )
+    assert waiting is not None and waiting >= PILED_UP
+
+    _, body = wait_until(
+        lambda: (r := readyz(metrics))[0] == 503 and r, "readyz 503", log
+    )
+    assert "org:local" in body["failing"], body
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["org:local"] == "failed: SourceUnavailable"
+
+    report = json.loads(status_cli(config, workdir, "--json"))
+    assert report["service"] == "running"
+    (local,) = report["orgs"]
+    assert local["state"] == "failing", local
+    assert any("org:local" in reason for reason in local["reasons"])
+    assert local["lag_seconds"]["pg_to_sf"] > 2
+    assert local["waiting_events"]["pg_to_sf"] >= PILED_UP
+    account = next(m for m in local["mappings"] if m["object"] == "Account")
+    assert account["pending"] >= PILED_UP and account["state"] == "failing"
+
+    text = status_cli(config, workdir)
+    assert "org local: failing" in text
+    assert "\033[" not in text  # not a terminal: no colours
+
+
+def _recovers(
+    config: Path, workdir: Path, metrics: str, database_url: str, log: Path
+) -> None:
+    wait_until(lambda: unsynced(database_url, "OUTAGE-") == 0, "piled-up rows", log)
+    wait_until(
+        lambda: gauge(metrics, LAG, org="local", direction="pg_to_sf") == 0,
+        "the lag back to 0",
+        log,
+    )
+    wait_until(lambda: readyz(metrics)[0] == 200, "ready again", log)
+    report = json.loads(status_cli(config, workdir, "--json"))
+    (local,) = report["orgs"]
+    assert local["state"] == "ok", local
+    assert local["waiting_events"]["pg_to_sf"] == 0
+    assert local["api_remaining"] is not None and local["api_limit"] > 0

@@ -44,6 +44,7 @@ from forcelink.api.status import router as status_router
 from forcelink.api.uploads import receive_upload
 from forcelink.config import Config
 from forcelink.connector.images import ImageStore, open_store
+from forcelink.errors import ConfigError
 
 log = logging.getLogger("forcelink.api")
 
@@ -326,10 +327,20 @@ def delete_image(image_id: str, request: Request, caller: Caller) -> Response:
 
 
 def create_app(
-    config: Config, store: ImageStore | None = None, purge_interval: float = 60.0
+    config: Config, store: ImageStore | None = None, purge_interval: float | None = None
 ) -> FastAPI:
-    """The application; ``store`` defaults to the one ``images.backend`` names."""
+    """The application; ``store`` defaults to the one ``images.backend`` names.
+
+    ``purge_interval`` (seconds) defaults to ``api.purge_interval_seconds``.
+    """
     store = store or open_store(config.images)
+    if purge_interval is None:
+        purge_interval = float(config.api.purge_interval_seconds)
+    if purge_interval <= 0:
+        raise ConfigError(
+            f"must be more than 0 (got {purge_interval})",
+            key="api.purge_interval_seconds",
+        )
     repository = Repository(config.database.url, PhotoTables.from_config(config))
     state = ApiState(config, store, repository)
 

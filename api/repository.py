@@ -13,6 +13,13 @@ the org's mapped ``Site_Photo__c`` table (``salesforce.site_photo__c``)
     arrive here and show in search at once. A row written by the API is
     marked ``_sync_state = 'pending'`` for the sync to pick up.
 
+The upload's ``record`` names the WorkOrder the photo belongs to, the way
+the mapping relates Site_Photo__c to it: a WorkOrder id goes into the lookup
+column ``work_order__c`` (it holds sfids), anything else is the WorkOrder's
+external id and goes into the mapping's parent-key column
+(``work_order__r__external_id__c``), which the sync sends to Salesforce as
+``Work_Order__r: {External_Id__c: ...}``.
+
 An image exists for the API while both rows exist and the mapped row is not
 ``isdeleted``. A delete on the Salesforce side removes or flags the mapped
 row; ``orphans`` then finds images whose bytes should go.
@@ -41,6 +48,10 @@ from forcelink.errors import SourceUnavailable
 Conn = psycopg.Connection[dict[str, Any]]
 TAG_SEPARATOR = ";"
 _TABLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\.[a-z_][a-z0-9_]{0,62}$")
+# A WorkOrder id (key prefix 0WO, 15 or 18 characters). Anything else an
+# upload names is taken for the WorkOrder's external id.
+_WORK_ORDER_ID = re.compile(r"^0WO[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
+WORK_ORDER_FIELD = "work_order__c"
 
 
 @dataclass
@@ -121,10 +132,17 @@ class PhotoTables:
     """
 
     DEFAULT_TABLE = "salesforce.site_photo__c"
+    DEFAULT_KEY_COLUMN = "work_order__r__external_id__c"
 
-    def __init__(self, tables: dict[str, str], default: str = DEFAULT_TABLE) -> None:
+    def __init__(
+        self,
+        tables: dict[str, str],
+        default: str = DEFAULT_TABLE,
+        key_columns: dict[str, str | None] | None = None,
+    ) -> None:
         self._tables = dict(tables)
         self._default = default
+        self._key_columns = dict(key_columns or {})
         for name in [*self._tables.values(), default]:
             if not _TABLE.match(name):
                 raise ValueError(f"photo table: not schema.table: {name!r}")
@@ -134,14 +152,41 @@ class PhotoTables:
         from forcelink.mapping.loader import check_mappings
 
         mappings, _problems = check_mappings(config.mappings)
-        tables = {
-            m.org: m.table for m in mappings if m.object.lower() == "site_photo__c"
-        }
+        photos = [m for m in mappings if m.object.lower() == "site_photo__c"]
+        tables = {m.org: m.table for m in photos}
         tables.update({org.name: org.photo_table for org in config.api.orgs})
-        return cls(tables)
+        key_columns = {
+            m.org: next(
+                (
+                    f.column
+                    for f in m.fields
+                    if f.field.lower() == WORK_ORDER_FIELD and f.parent_key
+                ),
+                None,
+            )
+            for m in photos
+        }
+        return cls(tables, key_columns=key_columns)
 
     def table(self, org: str) -> str:
         return self._tables.get(org, self._default)
+
+    def key_column(self, org: str) -> str | None:
+        """The column holding the WorkOrder's external id; None if not mapped."""
+        return self._key_columns.get(org, self.DEFAULT_KEY_COLUMN)
+
+    def record_column(self, org: str, record: str) -> str | None:
+        """The column an upload's ``record`` goes to; None if none can hold it."""
+        if _WORK_ORDER_ID.match(record):
+            return WORK_ORDER_FIELD
+        return self.key_column(org)
+
+    def record_key(self, org: str) -> sql.Composable:
+        """``p.<external-id column>``, or NULL when the mapping has none."""
+        column = self.key_column(org)
+        if column is None:
+            return sql.SQL("NULL::text")
+        return sql.SQL("p.{}").format(sql.Identifier(column))
 
     def identifier(self, org: str) -> sql.Identifier:
         schema, table = self.table(org).split(".")
@@ -194,12 +239,13 @@ class Repository:
 
     def insert(self, image: NewImage) -> ImageRecord:
         """Write both rows in one transaction and return the stored image."""
-        table = self.tables.identifier(image.org)
+        insert = sql.SQL(_INSERT_MAPPED).format(
+            table=self.tables.identifier(image.org),
+            key=self._key_column(image.org, image.record),
+        )
         with self.connection() as conn, conn.transaction():
             conn.execute(_INSERT_PRIVATE, _private_values(image))
-            conn.execute(
-                sql.SQL(_INSERT_MAPPED).format(table=table), _mapped_values(image)
-            )
+            conn.execute(insert, _mapped_values(image))
         found = self.get(image.org, image.id)
         if found is None:
             raise SourceUnavailable(
@@ -217,10 +263,14 @@ class Repository:
 
     def search(self, org: str, query: Query) -> list[ImageRecord]:
         """Images of ``org`` matching every given filter, newest first."""
-        clauses = [sql.SQL("i.org = %(org)s")]
+        clauses: list[sql.Composable] = [sql.SQL("i.org = %(org)s")]
         params: dict[str, Any] = {"org": org, "limit": query.limit}
         if query.record:
-            clauses.append(sql.SQL("p.work_order__c = %(record)s"))
+            clauses.append(
+                sql.SQL("%(record)s IN (p.work_order__c, {key})").format(
+                    key=self.tables.record_key(org)
+                )
+            )
             params["record"] = query.record
         if query.tag:
             clauses.append(sql.SQL(_HAS_TAG))
@@ -294,8 +344,17 @@ class Repository:
             rows = conn.execute("SELECT DISTINCT org FROM forcelink.images").fetchall()
         return [row["org"] for row in rows]
 
+    def _key_column(self, org: str, record: str | None) -> sql.Identifier:
+        """Where an upload's ``record`` goes; the service has checked it fits."""
+        column = self.tables.record_column(org, record) if record else None
+        return sql.Identifier(column or WORK_ORDER_FIELD)
+
     def _select(self, org: str, where: sql.Composable) -> sql.Composed:
-        return sql.SQL(_SELECT).format(table=self.tables.identifier(org), where=where)
+        return sql.SQL(_SELECT).format(
+            table=self.tables.identifier(org),
+            key=self.tables.record_key(org),
+            where=where,
+        )
 
 
 _SELECT = """
@@ -303,7 +362,8 @@ SELECT i.id, i.org, i.storage_key, i.original_filename, i.content_type,
        i.size_bytes, i.width, i.height, i.sha256, i.captured_at, i.annotations,
        i.uploaded_by, i.created_at,
        greatest(i.updated_at, p.systemmodstamp) AS updated_at,
-       p.sfid, p.work_order__c, p.tags__c, p.description__c,
+       p.sfid, coalesce({key}, p.work_order__c) AS record, p.tags__c,
+       p.description__c,
        p._sync_state, p._sync_error
 FROM forcelink.images i
 JOIN {table} p ON p.image_id__c = i.id::text
@@ -330,7 +390,7 @@ VALUES (%(id)s, %(org)s, %(storage_key)s, %(filename)s, %(content_type)s,
 """
 
 _INSERT_MAPPED = """
-INSERT INTO {table} (name, image_id__c, work_order__c, tags__c, description__c,
+INSERT INTO {table} (name, image_id__c, {key}, tags__c, description__c,
     image_url__c, thumbnail_url__c, content_type__c, size_bytes__c, width__c,
     height__c, sha256__c, captured_at__c, systemmodstamp, isdeleted, _sync_state)
 VALUES (%(name)s, %(id)s, %(record)s, %(tags)s, %(description)s,
@@ -414,7 +474,7 @@ def _record(row: dict[str, Any]) -> ImageRecord:
         height=row["height"],
         sha256=row["sha256"],
         captured_at=row["captured_at"],
-        record=row["work_order__c"],
+        record=row["record"],
         tags=tags,
         description=row["description__c"] or "",
         annotations=row["annotations"] or [],

@@ -40,8 +40,9 @@ from forcelink.errors import ForcelinkError
 
 log = logging.getLogger("forcelink.api.images")
 
-# The WorkOrder key the Site_Photo__c mapping relates by (its External_Id__c
-# in mappings/site_photo.yaml, or an 18-character id): printable, no ';'.
+# The WorkOrder a photo belongs to: its external id (the parent_key of
+# Work_Order__c in mappings/site_photo.yaml) or its 15/18-character id;
+# printable, no ';'. The repository decides which column holds it.
 _RECORD_ID = re.compile(r"^[^\x00-\x1f\x7f;]{1,255}$")
 MAX_TAGS = 50
 MAX_TAG_LENGTH = 64
@@ -101,6 +102,11 @@ class ImageService:
     ) -> ImageRecord:
         """Check an uploaded file, store it and record it; the caller discards it."""
         record = check_record(upload.field("record"))
+        if self.repository.tables.record_column(principal.org, record) is None:
+            raise InvalidInput(
+                "record: this org's Site_Photo__c mapping has no parent_key for "
+                "Work_Order__c, so the record must be a WorkOrder id (0WO...)"
+            )
         tags = clean_tags(upload.fields.get("tags", []))
         description = upload.field("description") or ""
         if len(description) > MAX_DESCRIPTION:

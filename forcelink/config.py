@@ -102,6 +102,8 @@ class ApiConfig:
     keys_dir: str = ".forcelink/keys"
     public_url: str = ""
     """Base URL written into Image_URL__c; empty means the request's own URL."""
+    purge_interval_seconds: int = 60
+    """How often images deleted on the Salesforce side lose their bytes."""
     orgs: list[ApiOrgConfig] = field(default_factory=list)
 
 

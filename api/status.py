@@ -116,7 +116,9 @@ function el(tag, attrs, text) {
   const svg = ["svg", "polyline", "line", "text"].includes(tag);
   const node = svg ? document.createElementNS("http://www.w3.org/2000/svg", tag)
                    : document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v !== "") node.setAttribute(k, v);
+  }
   if (text !== undefined) node.textContent = text;
   return node;
 }

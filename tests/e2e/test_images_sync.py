@@ -166,6 +166,10 @@ def test_images__synced_with_site_photo_records_both_ways(
         assert (record["Width__c"], record["Height__c"]) == (320, 240)
         assert record["Sha256__c"] == hashlib.sha256(data).hexdigest()
         assert api.get(record["Image_URL__c"]).content == data
+        by_record = api.get("/v1/images", params={"record": WORK_ORDER_KEY}).json()
+        assert [(i["id"], i["record"]) for i in by_record["items"]] == [
+            (first["id"], WORK_ORDER_KEY)
+        ]
 
         # 2. Tags edited in Salesforce show in the API's search.
         assert api.get("/v1/images", params={"tag": "damage"}).json()["items"] == []

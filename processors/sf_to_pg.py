@@ -151,13 +151,51 @@ class SalesforceToPostgres:
             with db.transaction():
                 for event, error in undecodable:
                     self._dead_letter(db, None, event, error)
-                for change in changes:
-                    self._apply_safely(db, change)
+                applied = self._apply_batch(db, changes)
         except psycopg.OperationalError as error:
             self.close()
             raise SourceUnavailable(
                 f"Postgres unreachable while applying: {error}", org=self.org
             ) from error
+        now = datetime.now(UTC)
+        for mapping, change, operation in applied:
+            delay = max((now - change.committed_at).total_seconds(), 0.0)
+            METRICS.event_applied(
+                self.org, DIRECTION, mapping.object, operation, delay_seconds=delay
+            )
+
+    def _apply_batch(
+        self, db: psycopg.Connection[dict[str, Any]], changes: list[Change]
+    ) -> list[tuple[Mapping, Change, str]]:
+        """Apply ``changes`` in order; a refused record goes to the dead letters.
+
+        The fast path locks the batch's rows with one query per object and
+        pipelines the writes. Only when Postgres refuses something is the
+        batch applied again one change at a time, each under a savepoint,
+        to set the refused record aside alone.
+        """
+        try:
+            with db.transaction():
+                rows = _prefetch(db, self.by_object, changes)
+                with db.pipeline():
+                    return [
+                        (m, c, op)
+                        for m, c in self._with_mappings(changes)
+                        if (op := self._apply(db, m, c, rows))
+                    ]
+        except (RecordRejected, psycopg.DataError, psycopg.IntegrityError) as error:
+            log.debug(
+                "org %s: batch refused (%s); applying one by one", self.org, error
+            )
+        applied = []
+        for mapping, change in self._with_mappings(changes):
+            operation = self._apply_safely(db, mapping, change)
+            if operation:
+                applied.append((mapping, change, operation))
+        return applied
+
+    def _with_mappings(self, changes: list[Change]) -> list[tuple[Mapping, Change]]:
+        return [(self.by_object[c.entity.lower()], c) for c in changes]
 
     def _decode_all(
         self, events: list[Event]
@@ -182,12 +220,12 @@ class SalesforceToPostgres:
         return decoded, bad
 
     def _apply_safely(
-        self, db: psycopg.Connection[dict[str, Any]], change: Change
-    ) -> None:
-        mapping = self.by_object[change.entity.lower()]
+        self, db: psycopg.Connection[dict[str, Any]], mapping: Mapping, change: Change
+    ) -> str | None:
         try:
             with db.transaction():
-                operation = self._apply(db, mapping, change)
+                rows = _prefetch(db, self.by_object, [change])
+                return self._apply(db, mapping, change, rows)
         except (RecordRejected, psycopg.DataError, psycopg.IntegrityError) as error:
             failure = (
                 error
@@ -200,16 +238,7 @@ class SalesforceToPostgres:
                 )
             )
             self._dead_letter(db, mapping, change.event, failure)
-            return
-        if operation:
-            delay = (datetime.now(UTC) - change.committed_at).total_seconds()
-            METRICS.event_applied(
-                self.org,
-                DIRECTION,
-                mapping.object,
-                operation,
-                delay_seconds=max(delay, 0.0),
-            )
+            return None
 
     def _dead_letter(
         self,
@@ -239,24 +268,36 @@ class SalesforceToPostgres:
     # -- one change -----------------------------------------------------------
 
     def _apply(
-        self, db: psycopg.Connection[dict[str, Any]], mapping: Mapping, change: Change
+        self,
+        db: psycopg.Connection[dict[str, Any]],
+        mapping: Mapping,
+        change: Change,
+        rows: RowCache,
     ) -> str | None:
-        """Apply one change; return the operation counted, None if skipped."""
-        row = _locked_row(db, mapping, change.record_id)
+        """Apply one change; return the operation counted, None if skipped.
+
+        ``rows`` holds the locked rows of the batch by (object, sfid) and is
+        kept up to date, so later changes to the same record see the earlier.
+        """
+        key = (mapping.object.lower(), change.record_id)
+        row = rows.get(key)
         if row is not None and _is_stale(row, change):
             return None
         echo = self.echo_marker in change.origin
         if change.change_type == "DELETE":
             return self._delete(db, mapping, change, row, echo)
         if row is None:
-            return None if echo else self._insert(db, mapping, change)
+            if echo:
+                return None
+            operation = self._insert(db, mapping, change, rows)
+            return operation
         if echo and row["_sync_state"] != "synced":
-            _touch(db, mapping, row["id"], change.committed_at)
+            _touch(db, mapping, row, change.committed_at)
             return None
         if not echo and row["_sync_state"] == "pending":
             return self._conflict(db, mapping, change, row)
         values = self._values(mapping, change)
-        _update(db, mapping, row["id"], values, "synced")
+        _update(db, mapping, row, values, "synced")
         self._remember(db, mapping, change.record_id, change.committed_at, values)
         return _operation(change)
 
@@ -283,11 +324,15 @@ class SalesforceToPostgres:
                 set(),
             )
         values = {"isdeleted": True, "systemmodstamp": change.committed_at}
-        _update(db, mapping, row["id"], values, "synced")
+        _update(db, mapping, row, values, "synced")
         return "delete"
 
     def _insert(
-        self, db: psycopg.Connection[dict[str, Any]], mapping: Mapping, change: Change
+        self,
+        db: psycopg.Connection[dict[str, Any]],
+        mapping: Mapping,
+        change: Change,
+        rows: RowCache,
     ) -> str | None:
         if not change.whole:
             fetched = self._fetch(mapping, [change.record_id]).get(change.record_id)
@@ -296,6 +341,12 @@ class SalesforceToPostgres:
             change = replace(change, change_type="RESYNC", fields=fetched)
         values = self._values(mapping, change)
         _upsert(db, mapping, values)
+        rows[(mapping.object.lower(), change.record_id)] = {
+            "id": None,
+            "_sync_state": "synced",
+            "_sync_at": None,
+            **values,
+        }
         self._remember(db, mapping, change.record_id, change.committed_at, values)
         return _operation(change)
 
@@ -319,6 +370,7 @@ class SalesforceToPostgres:
         change: Change,
         row: dict[str, Any],
     ) -> str:
+        before = dict(row)  # the Postgres version as it was, for the record
         incoming = self._values(mapping, change)
         sf_changed = set(incoming) - set(SYSTEM_COLUMNS)
         current = {c: row[c] for c in _data_columns(mapping)}
@@ -338,14 +390,14 @@ class SalesforceToPostgres:
                 incoming = self._values(
                     mapping, replace(change, fields=whole, change_type="RESYNC")
                 )
-            _update(db, mapping, row["id"], incoming, "synced")
+            _update(db, mapping, row, incoming, "synced")
             self._remember(db, mapping, change.record_id, change.committed_at, incoming)
         elif decision.outcome is conflicts.Outcome.MERGED:
-            _update(db, mapping, row["id"], incoming, "pending")
+            _update(db, mapping, row, incoming, "pending")
         else:
-            _touch(db, mapping, row["id"], change.committed_at)
+            _touch(db, mapping, row, change.committed_at)
         self._record_conflict(
-            db, mapping, change, row, decision, sf_changed, pg_changed
+            db, mapping, change, before, decision, sf_changed, pg_changed
         )
         return _operation(change)
 
@@ -370,7 +422,7 @@ class SalesforceToPostgres:
                 self.org,
                 mapping.object,
                 change.record_id,
-                str(row["id"]),
+                str(row.get("id")),
                 mapping.conflict_policy,
                 decision.outcome.value,
                 _jsonb(
@@ -591,15 +643,34 @@ def _table(mapping: Mapping) -> sql.Composed:
     )
 
 
-def _locked_row(
-    db: psycopg.Connection[dict[str, Any]], mapping: Mapping, sfid: str
-) -> dict[str, Any] | None:
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in _data_columns(mapping))
-    query = sql.SQL(
-        "SELECT id, _sync_state, _sync_at, systemmodstamp, {} FROM {} "
-        "WHERE sfid = %s FOR UPDATE"
-    ).format(columns, _table(mapping))
-    return db.execute(query, (sfid,)).fetchone()
+RowCache = dict[tuple[str, str], dict[str, Any]]
+"""Locked rows of a batch by (lower-case object, sfid)."""
+
+
+def _prefetch(
+    db: psycopg.Connection[dict[str, Any]],
+    by_object: dict[str, Mapping],
+    changes: Sequence[Change],
+) -> RowCache:
+    """Lock and read the rows ``changes`` touch: one query per object.
+
+    Rows are locked in sfid order, the same order every batch uses, so two
+    appliers never wait on each other in a circle.
+    """
+    wanted: dict[str, set[str]] = {}
+    for change in changes:
+        wanted.setdefault(change.entity.lower(), set()).add(change.record_id)
+    rows: RowCache = {}
+    for entity, sfids in wanted.items():
+        mapping = by_object[entity]
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in _data_columns(mapping))
+        query = sql.SQL(
+            "SELECT id, sfid, _sync_state, _sync_at, systemmodstamp, {} FROM {} "
+            "WHERE sfid = ANY(%s) ORDER BY sfid FOR UPDATE"
+        ).format(columns, _table(mapping))
+        for found in db.execute(query, (sorted(sfids),)).fetchall():
+            rows[(entity, found["sfid"])] = found
+    return rows
 
 
 def _is_stale(row: dict[str, Any], change: Change) -> bool:
@@ -610,10 +681,11 @@ def _is_stale(row: dict[str, Any], change: Change) -> bool:
 def _update(
     db: psycopg.Connection[dict[str, Any]],
     mapping: Mapping,
-    row_id: int,
+    row: dict[str, Any],
     values: dict[str, Any],
     state: str,
 ) -> None:
+    """Set ``values`` on ``row`` (found by sfid) and keep the cached copy equal."""
     assignments: list[sql.Composable] = [
         sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder())
         for c in values
@@ -621,10 +693,12 @@ def _update(
     ]
     assignments.append(sql.SQL("_sync_state = {}").format(sql.Literal(state)))
     assignments.append(sql.SQL("_sync_error = NULL, _sync_at = now()"))
-    query = sql.SQL("UPDATE {} SET {} WHERE id = %s").format(
+    query = sql.SQL("UPDATE {} SET {} WHERE sfid = %s").format(
         _table(mapping), sql.SQL(", ").join(assignments)
     )
-    db.execute(query, [*(v for c, v in values.items() if c != "sfid"), row_id])
+    db.execute(query, [*(v for c, v in values.items() if c != "sfid"), row["sfid"]])
+    row.update(values)
+    row["_sync_state"] = state
 
 
 def _upsert(
@@ -656,14 +730,16 @@ def _upsert(
 def _touch(
     db: psycopg.Connection[dict[str, Any]],
     mapping: Mapping,
-    row_id: int,
+    row: dict[str, Any],
     stamp: datetime,
 ) -> None:
     """Move only the row's version: its data stays as the local side left it."""
     query = sql.SQL(
-        "UPDATE {} SET systemmodstamp = greatest(systemmodstamp, %s) WHERE id = %s"
+        "UPDATE {} SET systemmodstamp = greatest(systemmodstamp, %s) WHERE sfid = %s"
     ).format(_table(mapping))
-    db.execute(query, (stamp, row_id))
+    db.execute(query, (stamp, row["sfid"]))
+    if row["systemmodstamp"] is None or row["systemmodstamp"] < stamp:
+        row["systemmodstamp"] = stamp
 
 
 def _last_values(

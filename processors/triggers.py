@@ -48,6 +48,36 @@ $$
 """
 
 
+def pending_trigger_plan(
+    conn: psycopg.Connection[Any], table: str, planned: set[str] | None = None
+) -> list[sql.Composed]:
+    """The statements that would install the pending trigger on ``table``.
+
+    Empty when the trigger is there. ``planned`` collects what earlier
+    plans of the same run already include, so the shared function is
+    created once however many tables need it.
+    """
+    planned = set() if planned is None else planned
+    schema, name = split_table(table)
+    statements: list[sql.Composed] = []
+    if FUNCTION not in planned and not _function_exists(conn):
+        planned.add(FUNCTION)
+        statements.append(
+            sql.Composed([sql.SQL("CREATE SCHEMA IF NOT EXISTS forcelink")])
+        )
+        statements.append(sql.Composed([sql.SQL(_FUNCTION_DDL.strip())]))
+    if not _trigger_exists(conn, schema, name):
+        statements.append(
+            sql.SQL(
+                "CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {}.{}"
+                " FOR EACH ROW EXECUTE FUNCTION forcelink.mark_pending()"
+            ).format(
+                sql.Identifier(TRIGGER), sql.Identifier(schema), sql.Identifier(name)
+            )
+        )
+    return statements
+
+
 def ensure_pending_trigger(conn: psycopg.Connection[Any], table: str) -> bool:
     """Install the pending trigger on ``table`` (``schema.table``); idempotent.
 
@@ -56,25 +86,28 @@ def ensure_pending_trigger(conn: psycopg.Connection[Any], table: str) -> bool:
     the ``_sync_state`` and ``_sync_at`` columns ``forcelink.mapping.apply``
     creates.
     """
-    schema, name = split_table(table)
     with conn.transaction():
-        conn.execute("CREATE SCHEMA IF NOT EXISTS forcelink")
-        conn.execute(_FUNCTION_DDL)
-        exists = conn.execute(
-            "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relname = %s AND t.tgname = %s",
-            (schema, name, TRIGGER),
-        ).fetchone()
-        if exists is not None:
-            return False
-        conn.execute(
-            sql.SQL(
-                "CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {}.{}"
-                " FOR EACH ROW EXECUTE FUNCTION forcelink.mark_pending()"
-            ).format(
-                sql.Identifier(TRIGGER), sql.Identifier(schema), sql.Identifier(name)
-            )
-        )
-    log.info("pending trigger installed on %s.%s", schema, name)
-    return True
+        statements = pending_trigger_plan(conn, table)
+        for statement in statements:
+            conn.execute(statement)
+    if statements:
+        log.info("pending trigger installed on %s", table)
+    return bool(statements)
+
+
+def _function_exists(conn: psycopg.Connection[Any]) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'forcelink' AND p.proname = 'mark_pending'"
+    ).fetchone()
+    return found is not None
+
+
+def _trigger_exists(conn: psycopg.Connection[Any], schema: str, name: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s AND t.tgname = %s",
+        (schema, name, TRIGGER),
+    ).fetchone()
+    return found is not None

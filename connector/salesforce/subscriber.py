@@ -62,7 +62,7 @@ from forcelink.connector.salesforce.streaming import (
     StreamingClient,
     streaming_client,
 )
-from forcelink.errors import PositionLost
+from forcelink.errors import PositionLost, SourceUnavailable
 from forcelink.eventlog.base import EventLog, EventRecord
 from forcelink.mapping import Mapping
 from forcelink.metrics import METRICS
@@ -100,6 +100,7 @@ class ChangeSubscriber:
         self.eventlog = eventlog
         self.objects = {m.object.lower() for m in settings.mappings}
         self.published = 0
+        self._db: psycopg.Connection[Any] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Subscribe and publish until ``stop``; errors propagate to the caller.
@@ -123,6 +124,7 @@ class ChangeSubscriber:
         finally:
             with contextlib.suppress(Exception):
                 await client.close()
+            self._forget_offsets_db()
             METRICS.set_connector_up(s.org, "salesforce", False)
 
     async def _open(
@@ -248,8 +250,8 @@ class ChangeSubscriber:
         marker = markers.get(s.channel)
         if marker is None:
             return
-        with psycopg.connect(s.database_url) as conn:
-            conn.execute(
+        try:
+            self._offsets_db().execute(
                 """
                 INSERT INTO forcelink.offsets (org, source, key, position, details)
                 VALUES (%s, %s, %s, %s, %s)
@@ -265,7 +267,24 @@ class ChangeSubscriber:
                     json.dumps({"date": marker.date}),
                 ),
             )
+        except psycopg.OperationalError as error:
+            self._forget_offsets_db()
+            raise SourceUnavailable(
+                f"Postgres unreachable storing the replay id: {error}", org=s.org
+            ) from error
         METRICS.replay_position_age.labels(org=s.org).set(_age_seconds(marker.date))
+
+    def _offsets_db(self) -> psycopg.Connection[Any]:
+        """One autocommit connection for replay ids, kept between batches."""
+        if self._db is None or self._db.closed:
+            self._db = psycopg.connect(self.settings.database_url, autocommit=True)
+        return self._db
+
+    def _forget_offsets_db(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
 
     def _forget_marker(self) -> None:
         s = self.settings

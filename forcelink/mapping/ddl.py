@@ -36,7 +36,7 @@ from psycopg import sql
 from forcelink import db
 from forcelink.mapping.model import SYNC_STATES, FieldMapping, Mapping
 from forcelink.mapping.types import ColumnType, parse_column_type
-from forcelink.processors.triggers import TRIGGER, ensure_pending_trigger
+from forcelink.processors.triggers import pending_trigger_plan
 
 log = logging.getLogger("forcelink.mapping")
 
@@ -101,10 +101,6 @@ def apply(
                 done.append(statement.as_string(conn) + ";")
             for _, kept in plan.kept:
                 log.warning("mappings apply: kept %s", kept)
-            if mapping.mode != "read_only" and ensure_pending_trigger(
-                conn, mapping.table
-            ):
-                done.append(f"CREATE TRIGGER {TRIGGER} ON {mapping.table};")
             _record_version(conn, mapping)
     log.info("mappings applied: %d statement(s)", len(done))
     return done
@@ -116,7 +112,23 @@ def _plan(
     allow_drop: bool,
     schemas: set[str],
 ) -> _Plan:
-    """What it takes to bring one table in line; ``schemas``: already planned."""
+    """What it takes to bring one table in line; ``schemas``: already planned.
+
+    Tables forcelink writes to Salesforce also get the trigger that marks an
+    application's changes ``pending`` (``processors.triggers``).
+    """
+    plan = _plan_table(conn, mapping, allow_drop, schemas)
+    if mapping.mode != "read_only":
+        plan.statements.extend(pending_trigger_plan(conn, mapping.table, schemas))
+    return plan
+
+
+def _plan_table(
+    conn: psycopg.Connection[dict[str, object]],
+    mapping: Mapping,
+    allow_drop: bool,
+    schemas: set[str],
+) -> _Plan:
     table = sql.Identifier(mapping.schema, mapping.table_name)
     existing = _existing_columns(conn, mapping)
     plan = _Plan([], [])

@@ -83,6 +83,12 @@ def test_rows_inserted_by_an_application_start_pending(fresh_database: str) -> N
         conn.execute("INSERT INTO salesforce.account (name) VALUES ('Acme')")
         row = conn.execute("SELECT _sync_state, isdeleted FROM salesforce.account")
         assert row.fetchone() == ("pending", False)
+        # An application's write is marked pending whatever it says ...
+        conn.execute("UPDATE salesforce.account SET _sync_state = 'synced'")
+        row = conn.execute("SELECT _sync_state FROM salesforce.account")
+        assert row.fetchone() == ("pending",)
+        # ... and a state outside the four is refused even without the trigger.
+        conn.execute("SET session_replication_role = replica")
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("UPDATE salesforce.account SET _sync_state = 'lost'")
 

@@ -27,7 +27,7 @@ from forcelink.config import (
     OrgConfig,
 )
 from forcelink.eventlog import open_event_log
-from forcelink.eventlog.base import EventRecord
+from forcelink.eventlog.base import Event, EventRecord
 from forcelink.lag import Group, GroupLag, History, _summed, embedded_lag
 from forcelink.status import ServiceView, collect
 from tests.ops.run_support import clean_env
@@ -99,7 +99,7 @@ async def _publish_and_commit(config: Config, published: int, committed: int) ->
         await log.publish(GROUP.topic, records)
         consumer = await log.consumer(GROUP.group_id, [GROUP.topic])
         try:
-            events = []
+            events: list[Event] = []
             while len(events) < committed:
                 events += await consumer.poll(max_records=committed - len(events))
             await consumer.commit(events[:committed])

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,8 +61,8 @@ def dump_dom(url: str, profile: Path) -> str:
     return done.stdout
 
 
-def _points(history: list[dict[str, object]]) -> int:
-    return sum(1 for p in history if "local/pg_to_sf" in p["lag"])  # type: ignore[operator]
+def _points(history: list[dict[str, Any]]) -> int:
+    return sum(1 for p in history if "local/pg_to_sf" in p["lag"])
 
 
 def test_status_page__chromium_draws_the_lag_chart_without_record_data(

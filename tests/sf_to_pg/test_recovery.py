@@ -159,3 +159,30 @@ async def test_expired_replay_id__resync_from_last_seen_then_stream_again(
         r["name"] for r in rows(fresh_database, "SELECT name FROM salesforce.account")
     ]
     assert sorted(names) == ["Created later", "Missed while away", "Seen", "Streamed"]
+
+
+async def test_one_event_naming_several_records__applies_to_each(
+    pipeline: Pipeline, org: LocalOrg
+) -> None:
+    db = pipeline.config.database.url
+    sf = org.salesforce(client_tag="someone-else")
+    ids = [
+        (await asyncio.to_thread(sf.Account.create, {"Name": f"Twin {i}"}))["id"]
+        for i in (1, 2)
+    ]
+    for sfid in ids:
+        await pipeline.until(lambda s=sfid: row(db, "salesforce.account", s), "create")
+    merged = header("UPDATE", ids, int(time.time() * 1000) + 1000)
+    merged["ChangeEventHeader"]["changedFields"] = ["Website", "LastModifiedDate"]  # type: ignore[index]
+    merged["Website"] = "https://twins.example"
+
+    org.admin("events", {"payload": merged})
+
+    for sfid in ids:
+        await pipeline.until(
+            lambda s=sfid: (
+                (r := row(db, "salesforce.account", s))
+                and r["website"] == "https://twins.example"
+            ),
+            f"{sfid} updated by the shared event",
+        )

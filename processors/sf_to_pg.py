@@ -78,6 +78,7 @@ from forcelink.errors import (
 )
 from forcelink.eventlog.base import Event
 from forcelink.mapping import Mapping
+from forcelink.mapping.types import ConversionError
 from forcelink.metrics import METRICS
 from forcelink.processors import conflicts, deadletters
 
@@ -750,7 +751,26 @@ def _last_values(
         "WHERE org = %s AND object = %s AND sfid = %s",
         (org, mapping.object, sfid),
     ).fetchone()
-    return None if row is None else row["last_values"]
+    return None if row is None else _by_column(mapping, row["last_values"])
+
+
+def _by_column(mapping: Mapping, last: dict[str, Any]) -> dict[str, Any]:
+    """``last_values`` keyed by column.
+
+    The Postgres→Salesforce writer (and ``push``) keep the values they sent,
+    keyed by field name in Salesforce's JSON form; this applier keeps column
+    values keyed by column, merged on top, so a column key is the newer one.
+    """
+    out: dict[str, Any] = {}
+    for key, value in last.items():
+        found = mapping.field(key) if mapping.column(key) is None else None
+        if found is not None and not found.system:
+            try:
+                out[found.column] = found.to_column(value)
+            except ConversionError:
+                continue  # not comparable: the column then counts as changed
+    out.update({k: v for k, v in last.items() if mapping.column(k) is not None})
+    return out
 
 
 def _jsonb(value: Any) -> Jsonb:

@@ -36,7 +36,9 @@ import pytest
 
 from forcelink.connector.postgres.reader import ReaderSettings
 from forcelink.connector.postgres.setup import ensure_slot, sync_publication
+from forcelink.connector.salesforce.writer import SalesforceWriter
 from forcelink.mapping import apply, load_mappings
+from forcelink.processors.push import push
 from forcelink.processors.sf_to_pg import SalesforceToPostgres
 from forcelink.processors.verify import gap_events
 from forcelink.runner import slot_name
@@ -77,7 +79,12 @@ class Scene:
     """One Account synced under ``policy``, ready for changes on both sides."""
 
     def __init__(
-        self, org: LocalOrg, database_url: str, tmp_path: Path, policy: str
+        self,
+        org: LocalOrg,
+        database_url: str,
+        tmp_path: Path,
+        policy: str,
+        created_in: str = "salesforce",
     ) -> None:
         self.org = org
         self.db = database_url
@@ -85,10 +92,14 @@ class Scene:
         self.log = tmp_path / "run.log"
         self.config = self._config(policy)
         self.office = org.salesforce(client_tag="office")
-        (self.sfid,) = org.admin(
-            "records", {"sobject": "Account", "events": False, "records": [ORIGINAL]}
-        )["ids"]
-        self._sync_once()
+        if created_in == "salesforce":
+            (self.sfid,) = org.admin(
+                "records",
+                {"sobject": "Account", "events": False, "records": [ORIGINAL]},
+            )["ids"]
+            self._sync_once()
+        else:
+            self.sfid = self._pushed_once()
         self._capture_from_now()
 
     def _config(self, policy: str) -> Path:
@@ -124,6 +135,20 @@ class Scene:
             handler.close()
         synced = self.row()
         assert synced["_sync_state"] == "synced" and synced["phone"] == "555-0100"
+
+    def _pushed_once(self) -> str:
+        """The row created by the application, sent as ``forcelink push`` does."""
+        with psycopg.connect(self.db) as conn:
+            conn.execute(
+                "INSERT INTO salesforce.account (name, external_id__c, phone, website)"
+                " VALUES (%s, %s, %s, %s)",
+                list(ORIGINAL.values()),
+            )
+        writer = SalesforceWriter("local", lambda: self.org.salesforce("forcelink"))
+        push(self.db, writer, self.mappings[0], topic="forcelink.pg.changes")
+        (pushed,) = rows(self.db, "SELECT sfid, _sync_state FROM salesforce.account")
+        assert pushed["_sync_state"] == "synced"
+        return str(pushed["sfid"])
 
     def _capture_from_now(self) -> None:
         """forcelink's slot and publication, so the app's change is captured."""
@@ -298,3 +323,19 @@ def test_merge_fields__same_field_goes_to_the_later_writer(
 
     decided = the_conflict(scene, "merge_fields", "salesforce_won")
     assert decided["result"]["reason"].startswith("both changed website")
+
+
+def test_merge_fields__a_record_created_in_postgres_merges_too(
+    quiet_org: LocalOrg, fresh_database: str, tmp_path: Path
+) -> None:
+    scene = Scene(
+        quiet_org, fresh_database, tmp_path, "merge_fields", created_in="postgres"
+    )
+    scene.in_postgres(phone="555-0199")
+    pause()
+    scene.in_salesforce(Website="https://office.example")
+
+    scene.sync({"phone": "555-0199", "website": "https://office.example"})
+
+    decided = the_conflict(scene, "merge_fields", "merged")
+    assert decided["result"]["postgres_changed"] == ["phone"]

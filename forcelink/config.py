@@ -42,7 +42,8 @@ class KafkaConfig:
     bootstrap_servers: str = "localhost:9092"
     partitions: int = 6
     replication_factor: int = 1
-    topic_prefix: str = "forcelink."
+    topic_prefix: str = ""
+    """Put in front of every topic name on the broker, for shared clusters."""
 
 
 @dataclass

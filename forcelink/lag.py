@@ -49,6 +49,7 @@ from typing import Any
 
 import psycopg
 
+from forcelink import topics
 from forcelink.config import Config
 from forcelink.errors import SourceUnavailable
 from forcelink.mapping import Mapping
@@ -322,7 +323,7 @@ class LagSampler:
         self.config = config
         self.orgs = sorted(o.name for o in config.orgs)
         mappings = [m for m in mappings if m.org in self.orgs]
-        self.groups = groups_for(mappings, config.eventlog.kafka.topic_prefix)
+        self.groups = groups_for(mappings, topics.PREFIX)
         self.writers = sorted({m.org for m in mappings if m.mode != "read_only"})
         self.metrics = metrics
         self.slot = slot

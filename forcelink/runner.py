@@ -12,10 +12,7 @@ For the configured database, orgs and mappings, the service runs:
   readiness checks for the database, the event log and each org, and the
   lag sampler (``forcelink.lag``) keeping the position gauges current.
 
-Topics (the Kafka prefix applies to both backends)::
-
-    <prefix>sf.<org>.changes   keyed by record id, one per org
-    <prefix>pg.changes         keyed by <schema>.<table>:<primary key>
+Topics are named in ``forcelink.topics``.
 """
 
 from __future__ import annotations
@@ -31,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 
+from forcelink import topics
 from forcelink.config import Config, OrgConfig
 from forcelink.connector.postgres.reader import PostgresChangeReader, ReaderSettings
 from forcelink.connector.salesforce.auth import (
@@ -41,7 +39,6 @@ from forcelink.connector.salesforce.auth import (
 from forcelink.connector.salesforce.subscriber import (
     ChangeSubscriber,
     SubscriberSettings,
-    topic_for,
 )
 from forcelink.connector.salesforce.writer import SalesforceWriter
 from forcelink.db import migrate
@@ -126,8 +123,7 @@ class Runner:
         self.config = config
         self.run_file = run_file
         self.eventlog: EventLog = open_event_log(config)
-        self.prefix = config.eventlog.kafka.topic_prefix
-        self.pg_topic = f"{self.prefix}pg.changes"
+        self.pg_topic = topics.PG_CHANGES
         self.health: ServerHandle | None = None
 
     async def serve(self) -> int:
@@ -231,7 +227,7 @@ class Runner:
     def _salesforce_to_postgres(
         self, org: OrgConfig, conn: OrgConnection, reads: list[Mapping]
     ) -> list[Component]:
-        topic = topic_for(org.name, self.prefix)
+        topic = topics.salesforce_changes(org.name)
         settings = SubscriberSettings(
             org=org.name,
             conn=conn,

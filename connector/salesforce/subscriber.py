@@ -73,11 +73,6 @@ OFFSET_SOURCE = "cometd"
 RESYNC = "RESYNC"
 
 
-def topic_for(org: str, prefix: str = "forcelink.") -> str:
-    """The event-log topic of one org's Salesforce changes."""
-    return f"{prefix}sf.{org}.changes"
-
-
 @dataclass
 class SubscriberSettings:
     org: str

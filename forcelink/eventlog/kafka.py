@@ -82,6 +82,8 @@ PUBLISH_TIMEOUT = 30.0
 """Seconds ``publish`` waits for delivery reports before SourceUnavailable."""
 
 REQUEST_TIMEOUT_MS = 10_000
+METADATA_ATTEMPTS = 15
+METADATA_RETRY_SECONDS = 0.2
 
 
 def _unavailable(what: str, error: BaseException) -> SourceUnavailable:
@@ -127,16 +129,28 @@ class KafkaEventLog(Closing):
 
     async def partitions(self, topic: str) -> int:
         if topic not in self._partitions:
-            producer = await self._started_producer()
+            self._partitions[topic] = await self._fetch_partitions(topic)
+        return self._partitions[topic]
+
+    async def _fetch_partitions(self, topic: str) -> int:
+        """The topic's partition count from the cluster's metadata.
+
+        A topic created a moment ago may not be in every broker's metadata
+        yet, so a missing topic is looked up again for a few seconds before
+        it counts as unknown.
+        """
+        producer = await self._started_producer()
+        for attempt in range(METADATA_ATTEMPTS):
             try:
                 cluster = await producer.client.fetch_all_metadata()
             except KafkaError as error:
                 raise _unavailable("reading a topic", error) from error
             found = cluster.partitions_for_topic(self.broker_name(topic))
-            if not found:
-                raise UnknownTopic(f"no such topic: {topic} (ensure_topic first)")
-            self._partitions[topic] = len(found)
-        return self._partitions[topic]
+            if found:
+                return len(found)
+            if attempt + 1 < METADATA_ATTEMPTS:
+                await asyncio.sleep(METADATA_RETRY_SECONDS)
+        raise UnknownTopic(f"no such topic: {topic} (ensure_topic first)")
 
     async def publish(self, topic: str, records: Sequence[EventRecord]) -> None:
         if not records:

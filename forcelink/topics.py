@@ -1,0 +1,17 @@
+"""Event-log topic names, the same on every backend.
+
+``forcelink.sf.<org>.changes``  Salesforce changes of one org, keyed by record id
+``forcelink.pg.changes``        Postgres row changes, keyed by table and key
+
+The Kafka backend puts ``eventlog.kafka.topic_prefix`` (empty by default) in
+front of these on the broker, for clusters that several deployments share.
+"""
+
+from __future__ import annotations
+
+PREFIX = "forcelink."
+PG_CHANGES = f"{PREFIX}pg.changes"
+
+
+def salesforce_changes(org: str) -> str:
+    return f"{PREFIX}sf.{org}.changes"

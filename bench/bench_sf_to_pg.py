@@ -17,10 +17,8 @@ p99 and max of each.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,16 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from forcelink.mapping import apply, load_mappings  # noqa: E402
+from tests.sf_to_pg.test_crash import collection, free_port  # noqa: E402
 from tests.support.local_org import LocalOrg  # noqa: E402
 
 RECORDS = 200
 BATCH = 20
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def fresh_database(base: str) -> str:
@@ -111,16 +104,6 @@ def start_service(
         env=env,
         start_new_session=True,
     )
-
-
-def collection(sf: object, records: list[dict[str, object]], method: str) -> list:
-    answer = sf.restful(  # type: ignore[attr-defined]
-        "composite/sobjects",
-        method=method,
-        data=json.dumps({"allOrNone": True, "records": records}),
-    )
-    assert all(r["success"] for r in answer), answer[:2]
-    return answer
 
 
 def drive(sf: object, ids: list[str], rate: float, seconds: float) -> int:

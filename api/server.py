@@ -18,6 +18,8 @@ from forcelink import log
 from forcelink.api.app import create_app
 from forcelink.config import Config
 from forcelink.errors import ConfigError
+from forcelink.health import database_check, mount_on
+from forcelink.metrics import METRICS
 
 
 def free_port(ports: range, host: str = "127.0.0.1") -> int:
@@ -41,9 +43,15 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 def serve(config: Config, listen: str | None = None, workers: int = 1) -> None:
+    """Serve the API alone, with ``/metrics``, ``/healthz`` and ``/readyz`` beside it.
+
+    Inside ``forcelink run`` those three live on ``metrics.listen`` instead.
+    """
     host, port = split_listen(listen or config.api.listen)
+    app = create_app(config)
+    mount_on(app, METRICS.registry, {"database": database_check(config.database.url)})
     uvicorn.run(
-        create_app(config),
+        app,
         host=host,
         port=port,
         log_level="warning",

@@ -196,10 +196,15 @@ async def _kafka_group(admin: Any, reader: Any, prefix: str, group: Group) -> Gr
     from aiokafka import TopicPartition as KafkaTP
 
     topic = prefix + group.topic
-    partitions = reader.partitions_for_topic(topic)
-    if partitions is None:
-        await reader.topics()  # refreshes metadata
-        partitions = reader.partitions_for_topic(topic) or set()
+    # The reader is subscribed to nothing, so its own metadata never lists a
+    # topic's partitions: ask the cluster through the admin client.
+    described = await admin.describe_topics([topic])
+    partitions = {
+        p["partition"]
+        for t in described
+        if t.get("error_code") == 0
+        for p in t.get("partitions", [])
+    }
     tps = [KafkaTP(topic, p) for p in sorted(partitions)]
     if not tps:
         return GroupLag(group, 0, 0, None)

@@ -214,3 +214,22 @@ def _troubles(database_url: str) -> None:
             "INSERT INTO forcelink.conflicts (org, object, policy, outcome)"
             " VALUES ('local', 'Account', 'salesforce_wins', 'salesforce')"
         )
+
+
+def test_kafka_lag__counts_records_past_the_committed_position(
+    fresh_database: str, kafka_bootstrap: str
+) -> None:
+    import uuid
+
+    from forcelink.lag import kafka_lag
+
+    config = _config(fresh_database)
+    config.eventlog.backend = "kafka"
+    config.eventlog.kafka.bootstrap_servers = kafka_bootstrap
+    config.eventlog.kafka.topic_prefix = f"lag{uuid.uuid4().hex[:8]}."
+
+    asyncio.run(_publish_and_commit(config, published=5, committed=2))
+    (lag,) = asyncio.run(kafka_lag(config, [GROUP]))
+
+    assert lag.waiting == 3 and lag.committed == 2
+    assert lag.oldest is not None

@@ -25,6 +25,7 @@ Postgres's ``16/B374D848`` form (high 32 bits / low 32 bits, in hex).
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,24 @@ def pg_time(microseconds: int) -> datetime:
     return _PG_EPOCH + timedelta(microseconds=microseconds)
 
 
+def format_pg_time(microseconds: int) -> str:
+    """A pgoutput timestamp as ISO 8601 UTC text, as ``isoformat`` writes it.
+
+    ``6e14`` → ``'2019-01-05T10:40:00Z'``; ``6e14 + 500`` →
+    ``'2019-01-05T10:40:00.000500Z'`` (six digits whenever the fraction is not
+    zero). Every transaction needs one; consecutive ones mostly share their
+    second, whose text is cached.
+    """
+    seconds, fraction = divmod(microseconds, 1_000_000)
+    whole = _second_text(seconds)
+    return f"{whole}.{fraction:06d}Z" if fraction else f"{whole}Z"
+
+
+@functools.lru_cache(maxsize=16)
+def _second_text(seconds: int) -> str:
+    return (_PG_EPOCH + timedelta(seconds=seconds)).replace(tzinfo=None).isoformat()
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
     name: str
@@ -83,7 +102,8 @@ class Relation:
     replica_identity: str
     """``d`` default (primary key), ``f`` full, ``i`` index, ``n`` nothing."""
     columns: list[Column]
-    converters: list[Converter] = field(default_factory=list)
+    fields: list[tuple[str, Converter, bool]] = field(default_factory=list)
+    """Per column: name, converter, in_identity; what ``_tuple`` reads per value."""
 
     @property
     def qualified_name(self) -> str:
@@ -101,8 +121,13 @@ class Tuple:
 @dataclass(slots=True)
 class Begin:
     final_lsn: int
-    commit_time: datetime
+    commit_micros: int
+    """Commit time as sent: µs since 2000-01-01 UTC (see ``format_pg_time``)."""
     xid: int
+
+    @property
+    def commit_time(self) -> datetime:
+        return pg_time(self.commit_micros)
 
 
 @dataclass(slots=True)
@@ -111,7 +136,11 @@ class Commit:
     commit_lsn: int
     end_lsn: int
     """Where the commit record ends: the position to confirm once published."""
-    commit_time: datetime
+    commit_micros: int
+
+    @property
+    def commit_time(self) -> datetime:
+        return pg_time(self.commit_micros)
 
 
 @dataclass(slots=True)
@@ -201,11 +230,11 @@ class PgOutputDecoder:
 
     def _begin(self, payload: bytes) -> Begin:
         final_lsn, micros, xid = _BEGIN.unpack_from(payload, 1)
-        return Begin(final_lsn, pg_time(micros), xid)
+        return Begin(final_lsn, micros, xid)
 
     def _commit(self, payload: bytes) -> Commit:
         flags, commit_lsn, end_lsn, micros = _COMMIT.unpack_from(payload, 1)
-        return Commit(flags, commit_lsn, end_lsn, pg_time(micros))
+        return Commit(flags, commit_lsn, end_lsn, micros)
 
     def _origin(self, payload: bytes) -> Origin:
         (origin_lsn,) = _ORIGIN.unpack_from(payload, 1)
@@ -240,7 +269,9 @@ class PgOutputDecoder:
             pos += 8
             columns.append(Column(column_name, type_oid, modifier, bool(flags & 1)))
         relation = Relation(relation_id, schema, name, identity, columns)
-        relation.converters = [converter_for(c.type_oid) for c in columns]
+        relation.fields = [
+            (c.name, converter_for(c.type_oid), c.in_identity) for c in columns
+        ]
         self.relations[relation_id] = relation
         return relation
 
@@ -320,28 +351,30 @@ def _tuple(
     as NULL.
     """
     (count,) = _INT16.unpack_from(payload, pos)
+    if count > len(relation.fields):
+        raise DecodeError(
+            f"{relation.qualified_name}: tuple of {count} columns,"
+            f" relation has {len(relation.fields)}"
+        )
     pos += 2
-    columns = relation.columns
-    converters = relation.converters
+    unpack_length = _INT32.unpack_from
     values: dict[str, Any] = {}
     unchanged: list[str] = []
-    for index in range(count):
+    # The hot loop of the reader: one pass per column of every row, so names
+    # and converters come precomputed from the Relation and nothing is looked
+    # up that could be bound once.
+    for name, convert, in_identity in relation.fields[:count]:
         kind = payload[pos]
-        name = columns[index].name
         if kind == 0x74:  # 't': text
-            (length,) = _INT32.unpack_from(payload, pos + 1)
             start = pos + 5
-            pos = start + length
-            text = payload[start:pos].decode("utf-8")
+            pos = start + unpack_length(payload, pos + 1)[0]
+            text = payload[start:pos].decode()
             try:
-                values[name] = converters[index](text)
+                values[name] = convert(text)
             except (ValueError, IndexError) as error:
-                raise DecodeError(
-                    f"column {relation.qualified_name}.{name}: cannot convert"
-                    f" {text[:60]!r} (type {columns[index].type_oid}): {error}"
-                ) from error
+                raise _conversion_error(relation, name, text, error) from error
         elif kind == 0x6E:  # 'n': null
-            if not key_only or columns[index].in_identity:
+            if not key_only or in_identity:
                 values[name] = None
             pos += 1
         elif kind == 0x75:  # 'u': unchanged TOAST, no value on the wire
@@ -353,3 +386,13 @@ def _tuple(
                 " (binary format was not requested)"
             )
     return Tuple(values, unchanged), pos
+
+
+def _conversion_error(
+    relation: Relation, name: str, text: str, error: Exception
+) -> DecodeError:
+    type_oid = next(c.type_oid for c in relation.columns if c.name == name)
+    return DecodeError(
+        f"column {relation.qualified_name}.{name}: cannot convert"
+        f" {text[:60]!r} (type {type_oid}): {error}"
+    )

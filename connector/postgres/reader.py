@@ -120,6 +120,7 @@ from forcelink.connector.postgres.pgoutput import (
     Tuple,
     Update,
     format_lsn,
+    format_pg_time,
 )
 from forcelink.connector.postgres.setup import (
     emit_heartbeat,
@@ -533,12 +534,9 @@ class _ChangeBuilder:
         self.in_transaction = True
         self._skip = False
         self._seq = 0
-        moment = begin.commit_time.isoformat()
-        if moment.endswith("+00:00"):
-            moment = moment[:-6] + "Z"
         self._tx = (
             f'{{"commit_lsn":"{format_lsn(begin.final_lsn)}","xid":{begin.xid},'
-            f'"commit_time":"{moment}"'
+            f'"commit_time":"{format_pg_time(begin.commit_micros)}"'
         )
 
     def _commit(self, commit: Commit, out: list[EventRecord]) -> None:

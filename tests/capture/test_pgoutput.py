@@ -22,7 +22,9 @@ from forcelink.connector.postgres.pgoutput import (
     TypeInfo,
     Update,
     format_lsn,
+    format_pg_time,
     parse_lsn,
+    pg_time,
 )
 from forcelink.connector.postgres.setup import apply_session_origin
 
@@ -199,3 +201,20 @@ def test_decode__refuses_bad_messages(payload: bytes, complaint: str) -> None:
 def test_lsn_text_round_trip(number: int, text: str) -> None:
     assert format_lsn(number) == text
     assert parse_lsn(text) == number
+
+
+@pytest.mark.parametrize(
+    ("micros", "text"),
+    [
+        (0, "2000-01-01T00:00:00Z"),
+        (1, "2000-01-01T00:00:00.000001Z"),
+        (999_999, "2000-01-01T00:00:00.999999Z"),
+        (1_000_000, "2000-01-01T00:00:01Z"),
+        (600_000_000_000_500, "2019-01-05T10:40:00.000500Z"),
+        (-1, "1999-12-31T23:59:59.999999Z"),
+    ],
+)
+def test_commit_time_text(micros: int, text: str) -> None:
+    # The same text as isoformat() of the datetime, with Z for +00:00.
+    assert format_pg_time(micros) == text
+    assert pg_time(micros).isoformat().replace("+00:00", "Z") == text

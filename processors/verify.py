@@ -160,8 +160,9 @@ class ObjectReport:
         }
 
 
-Repairer = Callable[[Mapping, list[str]], None]
-"""Takes Salesforce's version of these record ids into Postgres."""
+Repairer = Callable[[Mapping, list[str], datetime], None]
+"""Takes Salesforce's version of these record ids into Postgres; the
+datetime is the org's time when verify read it (see ``gap_events``)."""
 
 
 def compared_fields(mapping: Mapping) -> list[FieldMapping]:
@@ -190,10 +191,11 @@ def verify_mapping(
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
         conn.execute("CREATE TEMP TABLE _fl_verify_seen (sfid text PRIMARY KEY)")
         report.postgres_count = _postgres_count(conn, mapping)
-        for page in _salesforce_pages(api, mapping, page_records):
+        org_time = datetime.now(UTC)
+        for page, org_time in _salesforce_pages(api, mapping, page_records):
             stale = _compare_page(conn, mapping, page, report)
             if repair is not None and stale:
-                repair(mapping, stale)
+                repair(mapping, stale, org_time)
         gone_ids: list[str] = []
         for difference in _missing_in_salesforce(conn, mapping):
             report.missing_in_salesforce += 1
@@ -201,10 +203,10 @@ def verify_mapping(
             if difference.sfid:
                 gone_ids.append(difference.sfid)
             if repair is not None and len(gone_ids) >= page_records:
-                repair(mapping, gone_ids)
+                repair(mapping, gone_ids, org_time)
                 gone_ids = []
         if repair is not None and gone_ids:
-            repair(mapping, gone_ids)
+            repair(mapping, gone_ids, org_time)
     return report
 
 
@@ -227,17 +229,20 @@ def _salesforce_count(api: OrgApi, mapping: Mapping) -> int:
 
 def _salesforce_pages(
     api: OrgApi, mapping: Mapping, page_records: int
-) -> Iterator[list[dict[str, str]]]:
-    """The org's records, one Bulk result page at a time (CSV values)."""
+) -> Iterator[tuple[list[dict[str, str]], datetime]]:
+    """The org's records, one Bulk result page at a time (CSV values), with
+    the org's time when the job was made."""
     bulk = api.bulk(mapping.object)
     job = api.call(lambda c: bulk.create_job("query", salesforce_query(mapping)))
     job_id = str(job["id"])
+    created = str(job.get("createdDate") or "")
+    org_time = datetime.fromisoformat(created) if created else datetime.now(UTC)
     _wait_for(api, bulk, job_id, mapping)
     locator = ""
     while True:
         page = api.call(_page_getter(bulk, job_id, locator, page_records))
         reader = csv.DictReader(io.StringIO(page["records"], newline=""))
-        yield list(reader)
+        yield list(reader), org_time
         locator = page["locator"] or ""
         if not locator:
             return
@@ -421,11 +426,19 @@ def _jsonable(value: Any) -> Any:
 # ------------------------------------------------------------------ repair
 
 
-def gap_events(org: str, mapping: Mapping, ids: list[str]) -> list[Event]:
+def gap_events(
+    org: str, mapping: Mapping, ids: list[str], at: datetime | None = None
+) -> list[Event]:
     """``GAP_UPDATE`` events for ``ids``, as the CDC subscriber would publish
     them: the Salesforce→Postgres applier fetches each record and applies it
-    whole."""
-    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    whole.
+
+    ``at`` (default now) is the events' commit time. A record still there
+    takes its own SystemModstamp instead; a deleted one keeps ``at``, so it
+    must be the org's time (its clock may differ from ours), or the applier
+    would find the delete older than the row and skip it.
+    """
+    now_ms = int((at or datetime.now(UTC)).timestamp() * 1000)
     events = []
     for record_id in ids:
         header = {
@@ -460,8 +473,8 @@ def gap_events(org: str, mapping: Mapping, ids: list[str]) -> list[Event]:
 def applier_repairer(handler: Any) -> Repairer:
     """A ``Repairer`` feeding a ``SalesforceToPostgres`` handler gap events."""
 
-    def repair(mapping: Mapping, ids: list[str]) -> None:
+    def repair(mapping: Mapping, ids: list[str], at: datetime) -> None:
         log.info("%s: re-reading %d record(s) from the org", mapping.object, len(ids))
-        asyncio.run(handler.handle(gap_events(mapping.org, mapping, ids)))
+        asyncio.run(handler.handle(gap_events(mapping.org, mapping, ids, at)))
 
     return repair

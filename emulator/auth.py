@@ -82,6 +82,9 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     path = request.path.rstrip("/")
     kind = call_kind(request.path) if path != "/services/data" else None
     if kind is None:
+        outage = org.faults.take_outage() if path == "/services/data" else None
+        if outage is not None:
+            return _error(outage, org)
         return await _answer(request, handler)
 
     token = _bearer(request)

@@ -95,6 +95,20 @@ class Faults:
                     return fault_error(order.fault)
         return None
 
+    def take_outage(self) -> ApiError | None:
+        """A 503 armed for "any" call also hits calls that are not counted.
+
+        An org that is down answers nothing: the version list
+        (``/services/data``), which health probes use because it costs no
+        API call, fails with the rest.
+        """
+        with self._lock:
+            order = self._orders.get("any")
+            if order is not None and order.remaining > 0 and order.fault == "503":
+                order.remaining -= 1
+                return fault_error("503")
+        return None
+
     def clear(self) -> None:
         with self._lock:
             self._orders.clear()

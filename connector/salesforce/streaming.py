@@ -205,6 +205,15 @@ class StreamingClient(Client):
             raise TerminalError(
                 f"change event without a replay marker: {error}", org=self.org
             ) from error
+        except (KeyError, TypeError, ValueError) as error:
+            # aiocometd reads whatever body comes back as Bayeux messages; an
+            # org that is down answers a 503 with a body that is not one,
+            # and aiocometd fails on it with a bare KeyError or TypeError.
+            raise SourceUnavailable(
+                f"the org answered the streaming request with no Bayeux "
+                f"message ({type(error).__name__}: {error})",
+                org=self.org,
+            ) from error
 
 
 def _consume_outcome(task: asyncio.Future[Any]) -> None:

@@ -1,10 +1,10 @@
 """The org goes away while work piles up; everything shows it, then recovers.
 
 A real ``forcelink run`` with the local org syncs a first row, then the
-emulator is stopped (as an outage would) and rows keep arriving in
-Postgres. The replication lag on ``/metrics`` must rise, ``/readyz`` must
-answer 503 naming ``org:local``, and ``forcelink status`` (text and JSON)
-must call the org failing. Once the org is back, the rows reach it, the
+org goes away (the emulator stopped, or answering every call with 503)
+while rows keep arriving in Postgres. The replication lag on ``/metrics``
+must rise, ``/readyz`` must answer 503 naming ``org:local``, and
+``forcelink status`` (text and JSON) must call the org failing. Once the org is back, the rows reach it, the
 lag returns to 0, ``/readyz`` to 200 and the status to ok.
 """
 
@@ -56,6 +56,29 @@ def test_org_outage__lag_readiness_and_status_show_it_then_recover(
     finally:
         if not org.running:
             org.start()
+        stop_run(process)
+
+
+def test_org_answering_503__lag_readiness_and_status_show_it_then_recover(
+    org: LocalOrg, fresh_database: str, tmp_path: Path
+) -> None:
+    load_examples(fresh_database)
+    config = run_config(tmp_path, fresh_database, org)
+    metrics = listen(config, "metrics")
+    log = tmp_path / "run.log"
+    process = start_run(config, tmp_path)
+    try:
+        wait_until(lambda: slot_streaming(fresh_database), "the reader", log)
+        wait_until(lambda: readyz(metrics)[0] == 200, "ready", log)
+
+        org.admin("faults", {"kind": "any", "fault": "503", "count": 1_000_000})
+        insert_accounts(fresh_database, "OUTAGE-", PILED_UP)
+        _shows_the_outage(config, tmp_path, metrics, log)
+
+        org.admin("faults", {"kind": "any", "fault": "503", "count": 0})
+        _recovers(config, tmp_path, metrics, fresh_database, log)
+    finally:
+        org.admin("faults", {"kind": "any", "fault": "503", "count": 0})
         stop_run(process)
 
 

@@ -4,8 +4,9 @@ A real ``forcelink run`` with the local org syncs a first row, then the
 org goes away (the emulator stopped, or answering every call with 503)
 while rows keep arriving in Postgres. The replication lag on ``/metrics``
 must rise, ``/readyz`` must answer 503 naming ``org:local``, and
-``forcelink status`` (text and JSON) must call the org failing. Once the org is back, the rows reach it, the
-lag returns to 0, ``/readyz`` to 200 and the status to ok.
+``forcelink status`` (text and JSON) must call the org failing. Once the
+org is back, the rows reach it, the lag returns to 0, ``/readyz`` to 200
+and the status to ok.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import pytest
 
@@ -172,7 +173,15 @@ async def test_one_event_naming_several_records__applies_to_each(
     ]
     for sfid in ids:
         await pipeline.until(lambda s=sfid: row(db, "salesforce.account", s), "create")
-    merged = header("UPDATE", ids, int(time.time() * 1000) + 1000)
+    # The org's clock may run ahead of this machine's (another test moves
+    # it 73 h): the shared event must be newer than the records by the org's time.
+    stamps = [
+        datetime.fromisoformat(
+            sf.Account.get(i)["SystemModstamp"].replace("+0000", "+00:00")
+        )
+        for i in ids
+    ]
+    merged = header("UPDATE", ids, int(max(stamps).timestamp() * 1000) + 1000)
     merged["ChangeEventHeader"]["changedFields"] = ["Website", "LastModifiedDate"]  # type: ignore[index]
     merged["Website"] = "https://twins.example"
 

@@ -47,6 +47,12 @@ def register(subparsers: Any) -> None:
         help="folder for the CA, the app key and connection.json",
     )
     parser.add_argument(
+        "--public-url",
+        default=None,
+        help="the URL clients should use, when they reach the org through a "
+        "proxy (default: https://<host>:<port>)",
+    )
+    parser.add_argument(
         "--token-seconds",
         type=float,
         default=DEFAULT_TOKEN_SECONDS,
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     url_host = (
         "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::1") else args.host
     )
-    url = f"https://{url_host}:{port}"
+    url = (args.public_url or f"https://{url_host}:{port}").rstrip("/")
 
     hostnames = sorted({"localhost", "127.0.0.1", "::1", args.host})
     material = tls.prepare(Path(args.tls_dir), hostnames)

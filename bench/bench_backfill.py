@@ -1,6 +1,7 @@
 """Backfill throughput and memory: local org (Bulk API 2.0) -> Postgres.
 
     python bench/bench_backfill.py [--records 1000000] [--page-size 50000]
+        [--sessions 2]
 
 Starts a local org (``forcelink emulator``), seeds ``--records`` Account
 records through its admin API, creates a scratch database with the example
@@ -121,6 +122,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--page-size", type=int, default=50_000)
+    parser.add_argument(
+        "--sessions", type=int, default=None, help="passed on to the backfill"
+    )
     args = parser.parse_args()
     base_url = os.environ.get("FORCELINK_DATABASE_URL")
     if not base_url:
@@ -154,6 +158,8 @@ def measure(org: LocalOrg, url: str, workdir: Path, args: argparse.Namespace) ->
         sys.executable, "-m", "forcelink.cli", "-c", str(config), "backfill",
         "--org", "local", "--no-progress", "--page-size", str(args.page_size),
     ]  # fmt: skip
+    if args.sessions is not None:
+        command += ["--sessions", str(args.sessions)]
     env = dict(os.environ, FORCELINK_DATABASE_URL=url)
     status, seconds, peak_kib, log_text = run_backfill(command, env)
     if status != 0:

@@ -2,8 +2,8 @@
 
 One Bulk API 2.0 query job per mapping (``queryAll``, so deleted records
 arrive with ``IsDeleted`` true), ordered by SystemModstamp. Its CSV result
-is read one page at a time (``maxRecords``, 50,000 by default) and each
-page, in ONE Postgres transaction:
+is read one page at a time (``maxRecords``, 50,000 by default). Each page,
+in ONE Postgres transaction on one of the merge sessions:
 
 1. is COPYed as text into a temporary staging table (one text column per
    CSV column; the table empties itself at commit);
@@ -11,12 +11,13 @@ page, in ONE Postgres transaction:
    CONFLICT (sfid) DO UPDATE ... WHERE`` the stored row is not newer
    (``systemmodstamp``) and holds no local change waiting to go out
    (``_sync_state = 'pending'``): streaming may run during a backfill and
-   must never be overwritten by an older copy of a record;
-3. moves the resume position in ``forcelink.backfill_progress``.
+   must never be overwritten by an older copy of a record.
 
-So a crash repeats at most the page it was merging, and repeating a page
-changes nothing (the merge is idempotent). The position is the job id and
-the locator of the next page, kept with the SystemModstamp of the last row
+Then, in a transaction of its own on the position session, the resume
+position in ``forcelink.backfill_progress`` moves over the page. Repeating
+a page changes nothing (the merge is idempotent), so what a crash may cost
+is repeating pages, never skipping one. The position is the job id and the
+locator of the next page, kept with the SystemModstamp of the last row
 merged, as JSON in the ``cursor`` column. A worked example, 120,000 records
 in pages of 50,000::
 
@@ -28,6 +29,27 @@ in pages of 50,000::
     rerun: the job is gone (jobs are kept a few days) -> a new job with
            "SystemModstamp >= 2026-01-02T03:04:05Z": records stamped at
            that second are read again and merge to the same row.
+
+Pages side by side. Pages download one after the other (each answer
+carries the locator of the next; the next page downloads during merges),
+but ``Options.sessions`` pages (2 by default) merge at the same time, each
+on its own session, and their transactions may commit in any order. The
+position moves in page order only, over a page whose transaction has
+committed and after every earlier page's position was stored::
+
+    page 3 merging on session A, page 4 on session B
+    B commits page 4 first   -> nothing stored yet (page 3 is not merged)
+    A commits page 3         -> position after page 3, then after page 4
+    -- crash after B committed page 4, before A committed page 3 --
+    rerun: from the stored locator (after page 2) -> pages 3 and 4 again
+
+So the stored position never passes a page that is not merged, and a crash
+repeats at most the pages in flight (``sessions`` of them, plus those merged
+but not yet recorded). The pages of one job hold distinct records (the
+result is a snapshot taken when the job ran, each record once), so two
+sessions never write the same row. A page that fails stops the backfill
+with the position before it; pages after it that did commit are merged
+again by the rerun.
 
 Values are converted by Postgres while merging (``cast_sql``): text to the
 column type exactly as ``Mapping.to_columns(row, form="csv")`` converts it
@@ -50,12 +72,14 @@ import io
 import json
 import logging
 import math
+import queue
 import re
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -93,6 +117,8 @@ from forcelink.metrics import METRICS, Metrics
 log = logging.getLogger("forcelink.connector.salesforce.backfill")
 
 PAGE_RECORDS = 50_000
+MERGE_SESSIONS = 2
+"""Pages merged at the same time, each on its own Postgres session."""
 RESERVE_RATIO = 0.10
 """Default share of the daily API allowance a backfill leaves untouched."""
 POLL_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -128,6 +154,8 @@ class Options:
     """Show a tqdm bar on stderr."""
     origin: str = "forcelink"
     """Replication origin name for the writes (the capture reader's setting)."""
+    sessions: int = MERGE_SESSIONS
+    """Postgres sessions merging pages at the same time (at least 1)."""
 
 
 @dataclass
@@ -448,6 +476,16 @@ def _create_stages(pg: psycopg.Connection[Any], plan: _Plan) -> None:
 
 
 @dataclass
+class _Merged:
+    """What merging one page did, for the position to move over it."""
+
+    count: int
+    """Records read from the page (merged, or left out as rejected)."""
+    modstamp: str | None
+    rejected: list[dict[str, Any]]
+
+
+@dataclass
 class _Position:
     """A stored backfill position (one row of forcelink.backfill_progress)."""
 
@@ -557,23 +595,38 @@ def backfill(
     was merged stays, and calling again resumes.
     """
     options = options or Options()
+    if options.sessions < 1:
+        raise ValueError(f"sessions must be at least 1, not {options.sessions}")
     readable = [m for m in mappings if m.mode in ("read_only", "read_write")]
     api.read_limits(options.api_reserve)
     results = []
+    with ExitStack() as stack:
+        # The position session writes only forcelink.backfill_progress, which
+        # no publication holds: it needs no replication origin.
+        pg = stack.enter_context(_session(database_url, origin=None))
+        merging = [
+            stack.enter_context(_session(database_url, options.origin))
+            for _ in range(options.sessions)
+        ]
+        for mapping in readable:
+            results.append(_ObjectBackfill(api, pg, merging, mapping, options).run())
+    return results
+
+
+def _session(database_url: str, origin: str | None) -> psycopg.Connection[Any]:
+    """A Postgres session reading text as the merge expects (UTC, ISO dates)."""
     try:
         pg = psycopg.connect(database_url, row_factory=psycopg.rows.dict_row)
     except psycopg.OperationalError as error:
         raise SourceUnavailable(f"cannot reach the database: {error}") from error
-    with pg:
+    if origin is not None:
         # Tagged as forcelink's own writes: the capture reader skips them (no
         # echo back to the org) and the pending trigger leaves them 'synced'.
-        apply_session_origin(pg, options.origin)  # type: ignore[arg-type]  # any row type
-        pg.execute("SET TIME ZONE 'UTC'")
-        pg.execute("SET DateStyle = 'ISO, YMD'")
-        pg.commit()
-        for mapping in readable:
-            results.append(_ObjectBackfill(api, pg, mapping, options).run())
-    return results
+        apply_session_origin(pg, origin)  # type: ignore[arg-type]  # any row type
+    pg.execute("SET TIME ZONE 'UTC'")
+    pg.execute("SET DateStyle = 'ISO, YMD'")
+    pg.commit()
+    return pg
 
 
 class _ObjectBackfill:
@@ -583,11 +636,15 @@ class _ObjectBackfill:
         self,
         api: OrgApi,
         pg: psycopg.Connection[Any],
+        merging: Sequence[psycopg.Connection[Any]],
         mapping: Mapping,
         options: Options,
     ) -> None:
         self.api = api
         self.pg = pg
+        """The session that reads and moves the stored position."""
+        self.merging = merging
+        """The sessions that merge pages, one page each at a time."""
         self.mapping = mapping
         self.options = options
         self.org = mapping.org
@@ -608,7 +665,8 @@ class _ObjectBackfill:
                 stored.rows,
             )
             return Result(self.obj, "skipped", stored.rows, stored.rows, stored.job_id)
-        _create_stages(self.pg, self.plan)
+        for session in self.merging:
+            _create_stages(session, self.plan)
         since = soql_datetime(self.options.since) if self.options.since else None
         # An unfinished run resumes, unless this one asks for another --since.
         unfinished = stored is not None and stored.state != "done" and stored.job_id
@@ -714,53 +772,111 @@ class _ObjectBackfill:
     # -- the pages
 
     def _copy_pages(self) -> None:
-        """Merge page after page; the next page downloads during a merge."""
-        with self._bar() as bar, ThreadPoolExecutor(1) as pool:
+        """Merge the pages, several at once (see "Pages side by side")."""
+        idle: queue.SimpleQueue[psycopg.Connection[Any]] = queue.SimpleQueue()
+        for session in self.merging:
+            idle.put(session)
+        with (
+            self._bar() as bar,
+            ThreadPoolExecutor(1) as fetcher,
+            ThreadPoolExecutor(len(self.merging)) as merger,
+        ):
             try:
-                self._page_loop(pool, bar)
+                self._page_loop(fetcher, merger, idle, bar)
             except JobGone:
                 p = self.position
                 self._start_job(p.modstamp or p.since, base_rows=p.rows)
                 bar.total = self.total
-                self._page_loop(pool, bar)
+                self._page_loop(fetcher, merger, idle, bar)
 
-    def _page_loop(self, pool: ThreadPoolExecutor, bar: tqdm[Any]) -> None:
-        ahead: Future[dict[str, Any]] | None = pool.submit(
+    def _page_loop(
+        self,
+        fetcher: ThreadPoolExecutor,
+        merger: ThreadPoolExecutor,
+        idle: queue.SimpleQueue[psycopg.Connection[Any]],
+        bar: tqdm[Any],
+    ) -> None:
+        """Download pages in order, merge as many at once as there are merge
+        sessions, and move the position over each page in page order."""
+        merging: deque[tuple[Future[_Merged], str | None]] = deque()
+        ahead: Future[dict[str, Any]] | None = fetcher.submit(
             self._fetch, self.position.locator or ""
         )
-        while ahead is not None:
-            page = ahead.result()
-            following = page["locator"] or None
-            ahead = pool.submit(self._fetch, following) if following else None
-            merged = self._merge(page["records"], following)
-            bar.update(merged)
-            self._report()
-
-    def _merge(self, text: str, following: str | None) -> int:
-        """One page in one transaction: stage, merge, move the position."""
-        self._check_header(text)
-        started = time.monotonic()
         try:
-            count, modstamp = self._merge_in_sql(text)
+            while ahead is not None:
+                if len(merging) == len(self.merging):
+                    self._advance(*merging.popleft(), bar)
+                    continue
+                page = ahead.result()
+                following = page["locator"] or None
+                ahead = fetcher.submit(self._fetch, following) if following else None
+                merged = merger.submit(self._merge, idle, page["records"])
+                merging.append((merged, following))
+        except JobGone:
+            self._settle(merging, bar)  # a new job starts after what merged
+            raise
+        self._settle(merging, bar)
+
+    def _settle(
+        self, merging: deque[tuple[Future[_Merged], str | None]], bar: tqdm[Any]
+    ) -> None:
+        """Wait for the pages still merging and record them, in page order."""
+        while merging:
+            self._advance(*merging.popleft(), bar)
+
+    def _advance(
+        self, merged: Future[_Merged], following: str | None, bar: tqdm[Any]
+    ) -> None:
+        """Move the stored position over the oldest page still in flight.
+
+        Called in page order only, so every earlier page is recorded already;
+        ``merged.result()`` raises that page's error, and then the position
+        stays before it."""
+        page = merged.result()
+        p = self.position
+        p.rows += page.count
+        p.locator = following
+        p.modstamp = page.modstamp or p.modstamp
+        p.state = "running" if following else "done"
+        p.rejected.extend(page.rejected)
+        self._commit_position()
+        self.api.metrics.backfill_rows.labels(
+            org=self.org, direction=DIRECTION, object=self.obj
+        ).inc(page.count)
+        bar.update(page.count)
+        self._report()
+
+    def _merge(
+        self, idle: queue.SimpleQueue[psycopg.Connection[Any]], text: str
+    ) -> _Merged:
+        """One page in one transaction on a free merge session (a worker
+        thread); committed here, recorded later by ``_advance``."""
+        self._check_header(text)
+        pg = idle.get()
+        try:
+            return self._merge_on(pg, text)
+        except BaseException:
+            with suppress(psycopg.Error):  # the session must go back clean
+                pg.rollback()
+            raise
+        finally:
+            idle.put(pg)
+
+    def _merge_on(self, pg: psycopg.Connection[Any], text: str) -> _Merged:
+        started = time.monotonic()
+        rejected: list[dict[str, Any]] = []
+        try:
+            count, modstamp = self._merge_in_sql(pg, text)
         except psycopg.errors.DataError as error:
-            self.pg.rollback()
+            pg.rollback()
             log.warning("%s: Postgres refused a page (%s); converting it row by row",
                         self.obj, str(error).splitlines()[0])  # fmt: skip
-            count, modstamp = self._merge_in_python(text)
-        p = self.position
-        p.rows += count
-        p.locator = following
-        p.modstamp = modstamp or p.modstamp
-        p.state = "running" if following else "done"
-        _save_position(self.pg, self.org, self.obj, p)
-        self.pg.commit()
+            count, modstamp = self._merge_in_python(pg, text, rejected)
+        pg.commit()
         log.debug(
             "%s: %d rows merged in %.2fs", self.obj, count, time.monotonic() - started
         )
-        self.api.metrics.backfill_rows.labels(
-            org=self.org, direction=DIRECTION, object=self.obj
-        ).inc(count)
-        return count
+        return _Merged(count, modstamp, rejected)
 
     def _check_header(self, text: str) -> None:
         line = text[: text.find("\n")].strip("\r\n")
@@ -773,10 +889,12 @@ class _ObjectBackfill:
                 org=self.org, object=self.obj,
             )  # fmt: skip
 
-    def _merge_in_sql(self, text: str) -> tuple[int, str | None]:
+    def _merge_in_sql(
+        self, pg: psycopg.Connection[Any], text: str
+    ) -> tuple[int, str | None]:
         plan = self.plan
         stamp = plan.header.index("SystemModstamp")
-        with self.pg.cursor() as cur:
+        with pg.cursor() as cur:
             copy_sql = sql.SQL("COPY {} FROM STDIN (FORMAT csv, HEADER true)")
             with cur.copy(copy_sql.format(plan.stage)) as copy:
                 copy.write(text)
@@ -792,9 +910,11 @@ class _ObjectBackfill:
         count = int(row["n"])
         return count, soql_datetime(stamp_value) if stamp_value else None
 
-    def _merge_in_python(self, text: str) -> tuple[int, str | None]:
+    def _merge_in_python(
+        self, pg: psycopg.Connection[Any], text: str, rejected: list[dict[str, Any]]
+    ) -> tuple[int, str | None]:
         """The page through ``to_columns``; a record that does not convert, or
-        that Postgres refuses, is left out and listed in ``rejected``.
+        that Postgres refuses, is left out and added to ``rejected``.
 
         Returns the records read (merged or left out) and the latest stamp."""
         reader = csv.reader(io.StringIO(text, newline=""))
@@ -807,20 +927,22 @@ class _ObjectBackfill:
             try:
                 values = self.mapping.to_columns(record, form="csv")
             except RecordRejected as error:
-                self._reject(record, error.message, error.context.get("field"))
+                rejected.append(
+                    self._reject(record, error.message, error.context.get("field"))
+                )
                 continue
             good.append((record, [values.get(f.column) for f in self.plan.fields]))
         try:
-            with self.pg.transaction():
-                self._merge_typed([row for _, row in good])
+            with pg.transaction():
+                self._merge_typed(pg, [row for _, row in good])
         except psycopg.errors.DataError:
             for source, row in good:
-                self._merge_one(source, row)
+                self._merge_one(pg, source, row, rejected)
         latest = max(filter(None, stamps), default=None)
         return len(stamps), soql_datetime(_parse_stamp(latest)) if latest else None
 
-    def _merge_typed(self, rows: list[list[Any]]) -> None:
-        with self.pg.cursor() as cur:
+    def _merge_typed(self, pg: psycopg.Connection[Any], rows: list[list[Any]]) -> None:
+        with pg.cursor() as cur:
             copy_sql = sql.SQL("COPY {} FROM STDIN").format(self.plan.typed_stage)
             with cur.copy(copy_sql) as copy:
                 for row in rows:
@@ -828,23 +950,29 @@ class _ObjectBackfill:
             cur.execute(self.plan.merge_from_typed)
             cur.execute(sql.SQL("DELETE FROM {}").format(self.plan.typed_stage))
 
-    def _merge_one(self, record: dict[str, str], values: list[Any]) -> None:
+    def _merge_one(
+        self,
+        pg: psycopg.Connection[Any],
+        record: dict[str, str],
+        values: list[Any],
+        rejected: list[dict[str, Any]],
+    ) -> None:
         """One record under its own savepoint: Postgres says which ones fail."""
         try:
-            with self.pg.transaction():
-                self._merge_typed([values])
+            with pg.transaction():
+                self._merge_typed(pg, [values])
         except psycopg.errors.DataError as error:
             message = str(error).splitlines()[0]
-            self._reject(record, f"Postgres refused it: {message}", None)
+            rejected.append(
+                self._reject(record, f"Postgres refused it: {message}", None)
+            )
 
     def _reject(
         self, record: dict[str, str], message: str, field_name: str | None
-    ) -> None:
+    ) -> dict[str, Any]:
         log.warning("%s: record %s left out: %s", self.obj, record.get("Id"), message)
-        self.position.rejected.append(
-            {"record": record.get("Id"), "field": field_name,
-             "error": message, "job": self.position.job_id}
-        )  # fmt: skip
+        return {"record": record.get("Id"), "field": field_name,
+                "error": message, "job": self.position.job_id}  # fmt: skip
 
     def _commit_position(self) -> None:
         _save_position(self.pg, self.org, self.obj, self.position)

@@ -19,6 +19,7 @@ from forcelink import config as configuration
 from forcelink import orgs
 from forcelink.config import Config
 from forcelink.connector.salesforce.backfill import (
+    MERGE_SESSIONS,
     PAGE_RECORDS,
     BackfillStopped,
     Options,
@@ -68,6 +69,12 @@ def register(subparsers: Any) -> None:
         default=PAGE_RECORDS,
         help=f"records per result page (default {PAGE_RECORDS})",
     )
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        default=MERGE_SESSIONS,
+        help=f"Postgres sessions merging pages at once (default {MERGE_SESSIONS})",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--database-url", default=None, help="default: the config's")
     parser.set_defaults(func=run)
@@ -87,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     settings = configuration.load(args.config)
     if args.page_size < 1:
         raise ConfigError("--page-size must be at least 1")
+    if args.sessions < 1:
+        raise ConfigError("--sessions must be at least 1")
     entry = orgs.find(settings, args.org)
     api = OrgApi(
         args.org, orgs.connection_for(settings, args.org), entry.config.client_tag
@@ -97,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         restart=args.restart,
         page_records=args.page_size,
         api_reserve=args.api_reserve,
+        sessions=args.sessions,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     url = args.database_url or settings.database.url

@@ -6,6 +6,7 @@ import io.debezium.engine.DebeziumEngine;
 import io.debezium.engine.RecordChangeEvent;
 import io.debezium.engine.format.ChangeEventFormat;
 import io.debezium.engine.format.Json;
+import java.lang.management.ManagementFactory;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -38,7 +39,7 @@ import org.apache.kafka.connect.source.SourceRecord;
  *
  * <pre>
  * {"rows": 200000, "first_to_last_s": 3.1, "rows_per_s": 64000, "ready_to_last_s": 3.4,
- *  "startup_s": 1.9, "batches": 98, "p50_ms": ..., "p99_ms": ..., "max_ms": ...}
+ *  "startup_s": 1.9, "cpu_s": 4.2, "batches": 98, "p50_ms": ..., "p99_ms": ...}
  * </pre>
  *
  * <p>Latency (commit to delivery) is taken from {@code source.ts_us}, the commit time
@@ -50,7 +51,8 @@ public final class CaptureBench {
     private static final String USAGE =
             "CaptureBench -host H -port P -user U -db D -slot S -publication PUB"
                     + " -expected N [-mode throughput|latency] [-format connect|json]"
-                    + " [-poll-ms 5] [-max-batch 2048] [-queue 8192] [-timeout 600]";
+                    + " [-poll-ms 5] [-max-batch 2048] [-queue 8192] [-timeout 600]"
+                    + " [-skip 2000] [-dump latencies.txt]";
 
     private final Map<String, String> options;
     private final long expected;
@@ -61,6 +63,8 @@ public final class CaptureBench {
     private volatile long readyAt;
     private long firstAt;
     private long lastAt;
+    private long firstCpu;
+    private long lastCpu;
     private long count;
     private long batches;
     private long[] latencyMicros = new long[0];
@@ -149,6 +153,15 @@ public final class CaptureBench {
         engine.close();
         executor.shutdown();
         executor.awaitTermination(30, TimeUnit.SECONDS);
+        String dump = options.get("dump");
+        if (dump != null && latencyMode) {
+            // Latencies in arrival order, one per line (µs): to see when stalls happen.
+            StringBuilder text = new StringBuilder();
+            for (int i = 0; i < Math.min(count, latencyMicros.length); i++) {
+                text.append(latencyMicros[i]).append('\n');
+            }
+            java.nio.file.Files.writeString(java.nio.file.Path.of(dump), text);
+        }
         System.out.println(results(finished));
         System.out.flush();
         System.exit(0);
@@ -236,11 +249,34 @@ public final class CaptureBench {
     private void delivered(long now) {
         if (batches++ == 0) {
             firstAt = now;
+            firstCpu = processCpuNanos();
         }
         lastAt = now;
         if (count >= expected) {
+            lastCpu = processCpuNanos();
             done.countDown();
         }
+    }
+
+    /** CPU time of the whole JVM (every thread): on a busy machine, the fairer figure. */
+    private static long processCpuNanos() {
+        return ((com.sun.management.OperatingSystemMXBean) ManagementFactory.getOperatingSystemMXBean())
+                .getProcessCpuTime();
+    }
+
+    /**
+     * p99 leaving out the first {@code -skip} changes (the Python side passes the
+     * first seconds' worth): a fresh JVM stalls while the first changes arrive.
+     */
+    private long steadyP99() {
+        int skip = Integer.parseInt(options.getOrDefault("skip", "2000"));
+        int end = (int) Math.min(count, latencyMicros.length);
+        if (end <= skip) {
+            return 0;
+        }
+        long[] steady = Arrays.copyOfRange(latencyMicros, skip, end);
+        Arrays.sort(steady);
+        return steady[(int) (steady.length * 0.99)];
     }
 
     private String results(boolean finished) {
@@ -253,6 +289,9 @@ public final class CaptureBench {
             double span = (lastAt - firstAt) / 1e9;
             fields.add(String.format(Locale.ROOT, "\"first_to_last_s\": %.3f", span));
             fields.add(String.format(Locale.ROOT, "\"ready_to_last_s\": %.3f", (lastAt - readyAt) / 1e9));
+            if (lastCpu > 0) {
+                fields.add(String.format(Locale.ROOT, "\"cpu_s\": %.2f", (lastCpu - firstCpu) / 1e9));
+            }
             if (span > 0) {
                 fields.add(String.format(Locale.ROOT, "\"rows_per_s\": %d", Math.round(count / span)));
             }
@@ -263,6 +302,7 @@ public final class CaptureBench {
             fields.add(String.format(Locale.ROOT, "\"p50_ms\": %.1f", sorted[sorted.length / 2] / 1000.0));
             fields.add(String.format(Locale.ROOT, "\"p99_ms\": %.1f", sorted[(int) (sorted.length * 0.99)] / 1000.0));
             fields.add(String.format(Locale.ROOT, "\"max_ms\": %.1f", sorted[sorted.length - 1] / 1000.0));
+            fields.add(String.format(Locale.ROOT, "\"p99_warm_ms\": %.1f", steadyP99() / 1000.0));
         }
         return "{" + String.join(", ", fields) + "}";
     }

@@ -886,6 +886,15 @@ class _ObjectBackfill:
             log.warning("%s: Postgres refused a page (%s); converting it row by row",
                         self.obj, str(error).splitlines()[0])  # fmt: skip
             count, modstamp = self._merge_in_python(pg, text, rejected)
+        except psycopg.errors.IntegrityError as error:
+            # A row of the table already holds a unique value (the upsert
+            # key) that a record of this page brings under another sfid.
+            raise TerminalError(
+                f"Postgres refused a page: {str(error).splitlines()[0]}"
+                f" ({error.diag.message_detail or 'no detail'}); fix the row"
+                " in the table, then rerun to resume",
+                org=self.org, object=self.obj, job=self.position.job_id,
+            ) from error  # fmt: skip
         pg.commit()
         log.debug(
             "%s: %d rows merged in %.2fs", self.obj, count, time.monotonic() - started

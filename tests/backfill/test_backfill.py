@@ -26,6 +26,7 @@ from forcelink.connector.salesforce.backfill import (
     backfill,
     soql_datetime,
 )
+from forcelink.errors import TerminalError
 from forcelink.mapping import Mapping, apply, load_mappings
 from tests.backfill.conftest import Setup
 
@@ -351,3 +352,37 @@ def test_backfill__since_copies_only_records_stamped_from_then(setup: Setup) -> 
     rows = _rows(setup.database_url, "SELECT sfid FROM salesforce.account")
     assert sorted(r["sfid"] for r in rows) == sorted(recent)
     assert results[0].total == 30
+
+
+def test_backfill__position_stops_before_a_failed_page_then_resumes(
+    setup: Setup,
+) -> None:
+    """Four pages merged two at a time; page 2 clashes with a row already in
+    the table. The position must end after page 1 whatever pages 3 and 4
+    did, and the rerun (clash removed) ends with an exact copy."""
+    ids = _seed(
+        setup,
+        "Account",
+        [{"Name": f"A{i}", "External_Id__c": f"E-{i:03d}"} for i in range(400)],
+    )
+    with psycopg.connect(setup.database_url) as conn:
+        conn.execute(
+            "INSERT INTO salesforce.account (external_id__c, name)"
+            " VALUES ('E-150', 'made in Postgres')"
+        )
+    mappings = [setup.mapping("Account")]
+    options = Options(page_records=100, progress=False, sessions=2)
+
+    with pytest.raises(TerminalError, match="E-150"):
+        backfill(setup.database_url, setup.api(), mappings, options)
+
+    stopped = _progress(setup)
+    assert (stopped["rows"], stopped["state"]) == (100, "running")
+    with psycopg.connect(setup.database_url) as conn:
+        conn.execute("DELETE FROM salesforce.account WHERE sfid IS NULL")
+    backfill(setup.database_url, setup.api(), mappings, options)
+    done = _progress(setup)
+    assert (done["rows"], done["state"]) == (400, "done")
+    assert done["job_id"] == stopped["job_id"]  # resumed, not started again
+    rows = _rows(setup.database_url, "SELECT sfid FROM salesforce.account")
+    assert sorted(r["sfid"] for r in rows) == sorted(ids)

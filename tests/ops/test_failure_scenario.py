@@ -129,8 +129,17 @@ def _recovers(
         log,
     )
     wait_until(lambda: readyz(metrics)[0] == 200, "ready again", log)
-    report = json.loads(status_cli(config, workdir, "--json"))
-    (local,) = report["orgs"]
-    assert local["state"] == "ok", local
+    # The change stream reconnects after its own backoff (up to a minute
+    # after a long outage), so the status may say "failing" a while longer.
+    local = wait_until(
+        lambda: (
+            (o := json.loads(status_cli(config, workdir, "--json"))["orgs"][0])
+            and o["state"] == "ok"
+            and o
+        ),
+        "the status back to ok",
+        log,
+        timeout=120,
+    )
     assert local["waiting_events"]["pg_to_sf"] == 0
     assert local["api_remaining"] is not None and local["api_limit"] > 0

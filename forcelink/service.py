@@ -6,8 +6,9 @@ callable that runs until the service stops. The restart policy follows the
 error tree in :mod:`forcelink.errors`:
 
 * a :class:`~forcelink.errors.TransientError` restarts that component alone,
-  with exponential backoff (1 s, 2 s, 4 s ... capped at 60 s), while the
-  others keep running;
+  with exponential backoff (1 s, 2 s, 4 s ... capped at 15 s), while the
+  others keep running; a component that then runs for a while starts
+  again from 1 s at its next failure;
 * any other exception is a bug or a terminal condition: it is logged with its
   traceback and the whole service stops with exit status 1, so a supervisor
   (systemd, Kubernetes) sees the failure instead of a half-working process.
@@ -35,7 +36,8 @@ from forcelink.errors import TransientError
 log = logging.getLogger("forcelink.service")
 
 RunFn = Callable[[asyncio.Event], Awaitable[None]]
-MAX_BACKOFF = 60.0
+MAX_BACKOFF = 15.0
+"""Seconds: a sync service should notice a source back within this."""
 
 
 class State(enum.Enum):

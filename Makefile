@@ -42,6 +42,7 @@ format:
 
 bench: install
 	@$(SERVICES) up >/dev/null
+	@test -d bench/debezium/target/lib || mvn -q -B -f bench/debezium/pom.xml package
 	@eval "$$($(SERVICES) env)" && for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean: services-down

@@ -1,7 +1,7 @@
 """Backfill throughput and memory: local org (Bulk API 2.0) -> Postgres.
 
     python bench/bench_backfill.py [--records 1000000] [--page-size 50000]
-        [--sessions 2]
+        [--sessions 2] [--repeat 1]
 
 Starts a local org (``forcelink emulator``), seeds ``--records`` Account
 records through its admin API, creates a scratch database with the example
@@ -12,6 +12,10 @@ process and reports:
   job, every page) and over the page phase alone (from the command's log:
   first page requested to last page merged);
 * the peak RSS (``ru_maxrss``) of the backfill process, from ``wait4``.
+
+``--repeat N`` backfills the same seeded org N times, the table emptied in
+between, each run printed with the load average: on a shared machine the
+spread of a few runs says more than one figure.
 
 Targets: 50,000 rows/s in under 300 MB. Needs FORCELINK_DATABASE_URL; the
 scratch database is dropped at the end.
@@ -125,6 +129,12 @@ def main() -> int:
     parser.add_argument(
         "--sessions", type=int, default=None, help="passed on to the backfill"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="backfill the same seeded org this many times (into an empty table)",
+    )
     args = parser.parse_args()
     base_url = os.environ.get("FORCELINK_DATABASE_URL")
     if not base_url:
@@ -160,7 +170,20 @@ def measure(org: LocalOrg, url: str, workdir: Path, args: argparse.Namespace) ->
     ]  # fmt: skip
     if args.sessions is not None:
         command += ["--sessions", str(args.sessions)]
+    print(f"command: {shlex.join(command)}")
     env = dict(os.environ, FORCELINK_DATABASE_URL=url)
+    failed = 0
+    for attempt in range(args.repeat):
+        if attempt:  # the same org again, into an empty table
+            with psycopg.connect(url) as conn:
+                conn.execute("TRUNCATE salesforce.account")
+                conn.execute("DELETE FROM forcelink.backfill_progress")
+        failed += run_once(command, env, url, args.records)
+    return 1 if failed else 0
+
+
+def run_once(command: list[str], env: dict[str, str], url: str, records: int) -> int:
+    """Run the backfill once and print its figures; 1 if it failed."""
     status, seconds, peak_kib, log_text = run_backfill(command, env)
     if status != 0:
         print(log_text, file=sys.stderr)
@@ -171,14 +194,14 @@ def measure(org: LocalOrg, url: str, workdir: Path, args: argparse.Namespace) ->
     copied = int(row[0]) if row else 0
     pages = page_phase_seconds(log_text)
     job = re.search(r"job \S+ complete", log_text)
-    print(f"command: {shlex.join(command)}")
-    print(f"rows copied: {copied:,} (expected {args.records:,})")
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"rows copied: {copied:,} (expected {records:,}); load average {load}")
     print(f"whole command: {seconds:.1f}s, {copied / seconds:,.0f} rows/s")
     if pages:
         print(f"pages phase (after '{job.group(0) if job else 'job'}'): "
               f"{pages:.1f}s, {copied / pages:,.0f} rows/s")  # fmt: skip
     print(f"peak RSS of the backfill process: {peak_kib / 1024:.0f} MB")
-    return 0 if copied == args.records else 1
+    return 0 if copied == records else 1
 
 
 if __name__ == "__main__":

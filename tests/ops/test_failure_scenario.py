@@ -12,7 +12,10 @@ and the status to ok.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.ops.run_support import (
     gauge,
@@ -34,9 +37,35 @@ LAG = "forcelink_replication_lag_seconds"
 PILED_UP = 20
 
 
+def _stop(org: LocalOrg) -> None:
+    org.stop()
+
+
+def _start(org: LocalOrg) -> None:
+    if not org.running:
+        org.start()
+
+
+def _fail_every_call(org: LocalOrg) -> None:
+    org.admin("faults", {"kind": "any", "fault": "503", "count": 1_000_000})
+
+
+def _answer_again(org: LocalOrg) -> None:
+    if org.running:
+        org.admin("faults", {"kind": "any", "fault": "503", "count": 0})
+
+
+OUTAGES: dict[str, tuple[Callable[[LocalOrg], None], Callable[[LocalOrg], None]]] = {
+    "stopped": (_stop, _start),
+    "answering-503": (_fail_every_call, _answer_again),
+}
+
+
+@pytest.mark.parametrize("outage", sorted(OUTAGES))
 def test_org_outage__lag_readiness_and_status_show_it_then_recover(
-    org: LocalOrg, fresh_database: str, tmp_path: Path
+    outage: str, org: LocalOrg, fresh_database: str, tmp_path: Path
 ) -> None:
+    begin, end = OUTAGES[outage]
     load_examples(fresh_database)
     config = run_config(tmp_path, fresh_database, org)
     metrics = listen(config, "metrics")
@@ -48,38 +77,15 @@ def test_org_outage__lag_readiness_and_status_show_it_then_recover(
         insert_accounts(fresh_database, "BEFORE-", 1)
         wait_until(lambda: unsynced(fresh_database, "BEFORE-") == 0, "first row", log)
 
-        org.stop()
+        begin(org)
         insert_accounts(fresh_database, "OUTAGE-", PILED_UP)
         _shows_the_outage(config, tmp_path, metrics, log)
 
-        org.start()
+        end(org)
         _recovers(config, tmp_path, metrics, fresh_database, log)
     finally:
-        if not org.running:
-            org.start()
-        stop_run(process)
-
-
-def test_org_answering_503__lag_readiness_and_status_show_it_then_recover(
-    org: LocalOrg, fresh_database: str, tmp_path: Path
-) -> None:
-    load_examples(fresh_database)
-    config = run_config(tmp_path, fresh_database, org)
-    metrics = listen(config, "metrics")
-    log = tmp_path / "run.log"
-    process = start_run(config, tmp_path)
-    try:
-        wait_until(lambda: slot_streaming(fresh_database), "the reader", log)
-        wait_until(lambda: readyz(metrics)[0] == 200, "ready", log)
-
-        org.admin("faults", {"kind": "any", "fault": "503", "count": 1_000_000})
-        insert_accounts(fresh_database, "OUTAGE-", PILED_UP)
-        _shows_the_outage(config, tmp_path, metrics, log)
-
-        org.admin("faults", {"kind": "any", "fault": "503", "count": 0})
-        _recovers(config, tmp_path, metrics, fresh_database, log)
-    finally:
-        org.admin("faults", {"kind": "any", "fault": "503", "count": 0})
+        _start(org)
+        _answer_again(org)
         stop_run(process)
 
 

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from types import TracebackType
 from typing import Any
 
 from forcelink.eventlog.base import (
     DEFAULT_SESSION_TIMEOUT,
+    Closing,
     Consumer,
     Event,
     EventLog,
@@ -43,7 +43,7 @@ from forcelink.eventlog.base import (
 )
 
 
-class LingeringConsumer:
+class LingeringConsumer(Closing):
     """A ``Consumer`` whose ``poll`` returns fuller batches (module doc)."""
 
     def __init__(
@@ -105,19 +105,8 @@ class LingeringConsumer:
         self._held = []
         await self.inner.close()
 
-    async def __aenter__(self) -> LingeringConsumer:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
-class LingeringEventLog:
+class LingeringEventLog(Closing):
     """An ``EventLog`` whose consumers are ``LingeringConsumer``s."""
 
     def __init__(
@@ -158,17 +147,6 @@ class LingeringEventLog:
 
     async def close(self) -> None:
         """The wrapped log belongs to the caller: it is not closed here."""
-
-    async def __aenter__(self) -> LingeringEventLog:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 def lingering(

@@ -74,11 +74,10 @@ class Group:
     topic: str
 
 
-def groups_for(mappings: Iterable[Mapping], prefix: str) -> list[Group]:
+def groups_for(mappings: Iterable[Mapping]) -> list[Group]:
     """The consumer groups ``forcelink run`` starts for ``mappings``.
 
-    The names must match the runner's: ``forcelink.<direction>.<org>``
-    reading ``<prefix>sf.<org>.changes`` or ``<prefix>pg.changes``.
+    Names come from ``forcelink.topics``, as the runner's do.
     """
     found: set[Group] = set()
     for m in mappings:
@@ -87,8 +86,8 @@ def groups_for(mappings: Iterable[Mapping], prefix: str) -> list[Group]:
                 Group(
                     m.org,
                     "sf_to_pg",
-                    f"forcelink.sf_to_pg.{m.org}",
-                    f"{prefix}sf.{m.org}.changes",
+                    topics.consumer_group("sf_to_pg", m.org),
+                    topics.salesforce_changes(m.org),
                 )
             )
         if m.mode != "read_only":
@@ -96,8 +95,8 @@ def groups_for(mappings: Iterable[Mapping], prefix: str) -> list[Group]:
                 Group(
                     m.org,
                     "pg_to_sf",
-                    f"forcelink.pg_to_sf.{m.org}",
-                    f"{prefix}pg.changes",
+                    topics.consumer_group("pg_to_sf", m.org),
+                    topics.PG_CHANGES,
                 )
             )
     return sorted(found, key=lambda g: (g.org, g.direction))
@@ -328,7 +327,7 @@ class LagSampler:
         self.config = config
         self.orgs = sorted(o.name for o in config.orgs)
         mappings = [m for m in mappings if m.org in self.orgs]
-        self.groups = groups_for(mappings, topics.PREFIX)
+        self.groups = groups_for(mappings)
         self.writers = sorted({m.org for m in mappings if m.mode != "read_only"})
         self.metrics = metrics
         self.slot = slot

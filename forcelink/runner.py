@@ -214,7 +214,7 @@ class Runner:
             try:
                 await run_consumer(
                     lingering(self.eventlog),
-                    f"forcelink.pg_to_sf.{org.name}",
+                    topics.consumer_group("pg_to_sf", org.name),
                     [self.pg_topic],
                     handler,
                     stop,
@@ -250,7 +250,9 @@ class Runner:
             Component(f"subscriber[{org.name}]", subscribe),
             Component(
                 f"sf_to_pg[{org.name}]",
-                self._consumer(f"forcelink.sf_to_pg.{org.name}", topic, handler),
+                self._consumer(
+                    topics.consumer_group("sf_to_pg", org.name), topic, handler
+                ),
             ),
         ]
 

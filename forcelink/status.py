@@ -39,7 +39,6 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from forcelink import topics
 from forcelink.config import Config
 from forcelink.errors import ForcelinkError, SourceUnavailable
 from forcelink.lag import GroupLag, History, groups_for, sample_lag
@@ -209,7 +208,7 @@ def collect(
 
 
 def _event_log_lag(config: Config, mappings: Sequence[Mapping]) -> list[GroupLag]:
-    groups = groups_for(mappings, topics.PREFIX)
+    groups = groups_for(mappings)
     try:
         return asyncio.run(sample_lag(config, groups))
     except ForcelinkError as error:

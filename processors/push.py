@@ -92,7 +92,7 @@ def push(
 ) -> PushResult:
     """Send every row of ``mapping``'s table that has no sfid (module doc).
 
-    ``topic`` is the Postgres change topic (``<prefix>pg.changes``): dead
+    ``topic`` is the Postgres change topic (``forcelink.topics.PG_CHANGES``): dead
     letters name it, so ``dlq retry`` replays them through the writer.
     ``progress`` is called with the number of rows settled after each job.
     Raises ``ConfigError`` for a mapping that cannot be pushed, and the

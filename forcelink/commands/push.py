@@ -17,7 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from forcelink import config as configuration
-from forcelink import orgs
+from forcelink import orgs, topics
 from forcelink.commands.backfill import _mappings as org_mappings
 from forcelink.connector.salesforce.backfill import OrgApi
 from forcelink.connector.salesforce.writer import SalesforceWriter
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     )
     mapping = find_table(org_mappings(settings, api, args.org, None), args.table)
     url = settings.database.url
-    topic = f"{settings.eventlog.kafka.topic_prefix}pg.changes"
+    topic = topics.PG_CHANGES
     total = count_unsent(url, mapping, args.include_failed)
     show = not args.no_progress and sys.stderr.isatty()
     with tqdm(total=total, unit="row", disable=not show, desc=mapping.object) as bar:

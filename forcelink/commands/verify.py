@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from forcelink import config as configuration
-from forcelink import orgs
+from forcelink import orgs, topics
 from forcelink.commands.backfill import _mappings as org_mappings
 from forcelink.config import Config
 from forcelink.connector.salesforce.backfill import OrgApi
@@ -96,7 +96,7 @@ def _verify_all(
 def _push_unsent(settings: Config, org: Any, mappings: list[Mapping]) -> None:
     """Rows without an sfid, for mappings that write to Salesforce by upsert."""
     writer = SalesforceWriter.for_org(org)
-    topic = f"{settings.eventlog.kafka.topic_prefix}pg.changes"
+    topic = topics.PG_CHANGES
     for mapping in mappings:
         if mapping.mode != "read_only" and mapping.upsert_key:
             push(settings.database.url, writer, mapping, topic=topic)

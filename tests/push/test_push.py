@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from forcelink import topics
 from tests.e2e.test_two_way import _streaming
 from tests.sf_to_pg.harness import load_examples, rows
 from tests.sf_to_pg.test_crash import start, wait_until, write_config
@@ -136,12 +137,15 @@ def test_push__rejected_rows_fail_alone_with_a_dead_letter(
     assert "External_Id__c" in missing["_sync_error"]["message"]
     letters = rows(
         fresh_database,
-        "SELECT direction, object, record_key, state FROM forcelink.dead_letters",
+        "SELECT direction, object, record_key, state, payload->>'topic' AS topic"
+        " FROM forcelink.dead_letters",
     )
     assert len(letters) == 2
     assert {(r["direction"], r["object"], r["state"]) for r in letters} == {
         ("to_salesforce", "Account", "open")
     }
+    # `dlq retry` republishes there: it must be the topic the writer reads.
+    assert {r["topic"] for r in letters} == {topics.PG_CHANGES}
     assert org.stats()["records"]["Account"] == 2
 
     again = forcelink(config, "push", "--org", "local", "--table", "account")

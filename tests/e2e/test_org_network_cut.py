@@ -25,7 +25,7 @@ import requests
 from forcelink.mapping import apply, load_mappings
 from tests.e2e.test_two_way import _streaming
 from tests.sf_to_pg.harness import ROOT, rows
-from tests.sf_to_pg.test_crash import free_port, start, wait_until
+from tests.sf_to_pg.test_crash import free_port, start, wait_until, write_config
 from tests.support.faultproxy import FaultProxy
 
 APP_ROWS = 600
@@ -93,15 +93,7 @@ def test_cuts_to_the_org__both_directions_exactly_once(
     proxied_org: ProxiedOrg, fresh_database: str, tmp_path: Path
 ) -> None:
     apply(fresh_database, load_mappings([ROOT / "mappings"]))
-    config = tmp_path / "forcelink.yaml"
-    config.write_text(
-        f"database:\n  url: {fresh_database}\n"
-        f"orgs:\n  - name: local\n    connection_file: {proxied_org.connection_file}\n"
-        f"mappings:\n  - {ROOT / 'mappings'}/*.yaml\n"
-        f"images:\n  local_dir: {tmp_path / 'images'}\n"
-        f"api:\n  listen: 127.0.0.1:{free_port()}\n  keys_dir: {tmp_path / 'keys'}\n"
-        f"metrics:\n  listen: 127.0.0.1:{free_port()}\n"
-    )
+    config = write_config(tmp_path, fresh_database, proxied_org)
     log = tmp_path / "run.log"
     process = start(config, tmp_path)
     try:

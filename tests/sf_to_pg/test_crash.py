@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -55,7 +55,14 @@ def start(config: Path, workdir: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def write_config(workdir: Path, database_url: str, org: LocalOrg) -> Path:
+class HasConnectionFile(Protocol):
+    """Any org handle: the local org fixture, or one started behind a proxy."""
+
+    @property
+    def connection_file(self) -> Path: ...
+
+
+def write_config(workdir: Path, database_url: str, org: HasConnectionFile) -> Path:
     path = workdir / "forcelink.yaml"
     path.write_text(
         f"database:\n  url: {database_url}\n"

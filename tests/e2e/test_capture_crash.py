@@ -22,8 +22,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.e2e.test_two_way import _streaming
-from tests.sf_to_pg.harness import load_examples, rows
+from tests.sf_to_pg.harness import load_examples, rows, slot_streaming
 from tests.sf_to_pg.test_crash import start, wait_until, write_config
 from tests.support.local_org import LocalOrg
 from tests.verify.cli import forcelink
@@ -52,7 +51,7 @@ def test_sigkill_while_writing_one_big_transaction__each_row_once_in_the_org(
     log = tmp_path / "run.log"
     process = start(config, tmp_path)
     try:
-        wait_until(lambda: _streaming(fresh_database), "the reader streaming", log)
+        wait_until(lambda: slot_streaming(fresh_database), "the reader streaming", log)
         with psycopg.connect(fresh_database) as conn:
             conn.execute(
                 "INSERT INTO salesforce.contact (external_id__c, firstname, lastname)"

@@ -30,8 +30,8 @@ import yaml
 from PIL import Image
 from psycopg.rows import dict_row
 
-from tests.e2e.test_two_way import _streaming, writes
-from tests.sf_to_pg.harness import load_examples
+from tests.e2e.test_two_way import writes
+from tests.sf_to_pg.harness import load_examples, slot_streaming
 from tests.sf_to_pg.test_crash import start, wait_until, write_config
 from tests.support.local_org import LocalOrg
 
@@ -146,7 +146,7 @@ def test_images__synced_with_site_photo_records_both_ways(
     )
     process = start(config, tmp_path)
     try:
-        wait_until(lambda: _streaming(fresh_database), "the reader streaming", log)
+        wait_until(lambda: slot_streaming(fresh_database), "the reader streaming", log)
         api = api_client(config)
         wait_until(lambda: _answers(api), "the image API answering", log)
 

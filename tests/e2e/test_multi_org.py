@@ -12,8 +12,7 @@ import psycopg
 import pytest
 
 from forcelink.mapping import apply, load_mappings
-from tests.e2e.test_two_way import _streaming
-from tests.sf_to_pg.harness import row, rows
+from tests.sf_to_pg.harness import row, rows, slot_streaming
 from tests.sf_to_pg.test_crash import free_port, start, wait_until
 from tests.support.local_org import LocalOrg
 
@@ -66,7 +65,7 @@ def test_two_orgs__each_syncs_only_its_own_tables(
     log = tmp_path / "run.log"
     process = start(config, tmp_path)
     try:
-        wait_until(lambda: _streaming(fresh_database), "the reader streaming", log)
+        wait_until(lambda: slot_streaming(fresh_database), "the reader streaming", log)
         made = {
             name: o.salesforce(client_tag="office").Account.create(
                 {"Name": f"Only in {name}", "External_Id__c": f"{name}-1"}

@@ -16,8 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from tests.e2e.test_two_way import _streaming
-from tests.sf_to_pg.harness import load_examples, rows
+from tests.sf_to_pg.harness import load_examples, rows, slot_streaming
 from tests.sf_to_pg.test_crash import start, wait_until, write_config
 from tests.support.faultproxy import FaultProxy
 from tests.support.local_org import LocalOrg
@@ -41,7 +40,7 @@ def test_cuts_mid_sync__every_row_reaches_the_org_exactly_once(
         log = tmp_path / "run.log"
         process = start(config, tmp_path)
         try:
-            wait_until(lambda: _streaming(fresh_database), "the reader", log)
+            wait_until(lambda: slot_streaming(fresh_database), "the reader", log)
             with psycopg.connect(fresh_database) as conn:
                 conn.execute(
                     "INSERT INTO salesforce.contact (external_id__c, lastname)"

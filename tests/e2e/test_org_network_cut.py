@@ -23,8 +23,7 @@ import pytest
 import requests
 
 from forcelink.mapping import apply, load_mappings
-from tests.e2e.test_two_way import _streaming
-from tests.sf_to_pg.harness import ROOT, rows
+from tests.sf_to_pg.harness import ROOT, rows, slot_streaming
 from tests.sf_to_pg.test_crash import free_port, start, wait_until, write_config
 from tests.support.faultproxy import FaultProxy
 
@@ -97,7 +96,7 @@ def test_cuts_to_the_org__both_directions_exactly_once(
     log = tmp_path / "run.log"
     process = start(config, tmp_path)
     try:
-        wait_until(lambda: _streaming(fresh_database), "the reader", log)
+        wait_until(lambda: slot_streaming(fresh_database), "the reader", log)
         with psycopg.connect(fresh_database) as conn:
             conn.execute(
                 "INSERT INTO salesforce.contact (external_id__c, lastname)"

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from tests.sf_to_pg.harness import load_examples, row
+from tests.sf_to_pg.harness import load_examples, row, slot_streaming
 from tests.sf_to_pg.test_crash import start, wait_until, write_config
 from tests.support.local_org import LocalOrg
 
@@ -34,7 +34,7 @@ def test_two_way_sync_without_echo(
     try:
         # Changes are captured from the moment the slot exists: rows written
         # before that are what `forcelink push` is for.
-        wait_until(lambda: _streaming(fresh_database), "the reader streaming", log)
+        wait_until(lambda: slot_streaming(fresh_database), "the reader streaming", log)
         with psycopg.connect(fresh_database) as conn:
             conn.execute(
                 "INSERT INTO salesforce.account (external_id__c, name, website)"
@@ -86,12 +86,3 @@ def _by_ext(database_url: str, ext: str) -> dict[str, Any] | None:
         return conn.execute(
             "SELECT * FROM salesforce.account WHERE external_id__c = %s", (ext,)
         ).fetchone()
-
-
-def _streaming(database_url: str) -> bool:
-    with psycopg.connect(database_url) as conn:
-        found = conn.execute(
-            "SELECT 1 FROM pg_replication_slots"
-            " WHERE database = current_database() AND active"
-        ).fetchone()
-    return found is not None

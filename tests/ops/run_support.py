@@ -23,6 +23,7 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ops.support import free_port
+from tests.sf_to_pg.harness import slot_streaming  # noqa: F401 - re-exported
 from tests.sf_to_pg.test_crash import write_config
 from tests.support.local_org import LocalOrg
 
@@ -117,15 +118,6 @@ def status_cli(config: Path, workdir: Path, *options: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-def slot_streaming(database_url: str) -> bool:
-    with psycopg.connect(database_url) as conn:
-        found = conn.execute(
-            "SELECT 1 FROM pg_replication_slots"
-            " WHERE database = current_database() AND active"
-        ).fetchone()
-    return found is not None
 
 
 def unsynced(database_url: str, prefix: str) -> int:

@@ -17,8 +17,7 @@ from typing import Any
 import psycopg
 
 from forcelink import topics
-from tests.e2e.test_two_way import _streaming
-from tests.sf_to_pg.harness import load_examples, rows
+from tests.sf_to_pg.harness import load_examples, rows, slot_streaming
 from tests.sf_to_pg.test_crash import start, wait_until, write_config
 from tests.support.local_org import LocalOrg
 from tests.verify.cli import forcelink
@@ -58,7 +57,7 @@ def test_push__rows_from_before_the_slot_reach_the_org_once_without_echo(
     process = start(config, tmp_path)
     log = tmp_path / "run.log"
     try:
-        wait_until(lambda: _streaming(fresh_database), "the reader streaming", log)
+        wait_until(lambda: slot_streaming(fresh_database), "the reader streaming", log)
         time.sleep(2)
         before = calls(org)
 

@@ -142,3 +142,17 @@ def row(database_url: str, table: str, sfid: str) -> dict[str, Any] | None:
 def rows(database_url: str, query: str, *args: Any) -> list[dict[str, Any]]:
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
         return conn.execute(query, args).fetchall()
+
+
+def slot_streaming(database_url: str) -> bool:
+    """True once a replication slot of this database is being read.
+
+    Changes are captured from then on; tests wait for it before the
+    application writes.
+    """
+    with psycopg.connect(database_url) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM pg_replication_slots"
+            " WHERE database = current_database() AND active"
+        ).fetchone()
+    return found is not None

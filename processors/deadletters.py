@@ -92,6 +92,13 @@ def _row(
     )
 
 
+_REOPEN = """
+    UPDATE forcelink.dead_letters SET state = 'open', error = %s
+    WHERE org = %s AND object = %s AND record_key = %s AND state = 'retrying'
+    RETURNING id
+"""
+
+
 async def add(
     conn: psycopg.AsyncConnection[Any],
     *,
@@ -101,8 +108,19 @@ async def add(
     record_key: str | None,
     event: Event,
     error: BaseException,
+    reopen: bool = False,
 ) -> None:
-    """Store ``event`` as a dead letter (in the caller's transaction)."""
+    """Store ``event`` as a dead letter (in the caller's transaction).
+
+    With ``reopen`` (the event came from ``dlq retry``), the record's letter
+    being retried is opened again with the new error instead of a new one.
+    """
+    if reopen:
+        cur = await conn.execute(
+            _REOPEN, (Jsonb(error_body(error)), org, object_name, record_key)
+        )
+        if await cur.fetchone() is not None:
+            return
     row = _row(org, direction, object_name, record_key, event, error)
     await conn.execute(_INSERT, row)
 

@@ -550,23 +550,6 @@ class PgToSalesforce:
         error: BaseException,
     ) -> None:
         """A new dead letter, or the retried one of this record opened again."""
-        if entry.retry:
-            cur = await conn.execute(
-                """
-                UPDATE forcelink.dead_letters SET state = 'open', error = %s
-                WHERE org = %s AND object = %s AND record_key = %s
-                  AND state = 'retrying'
-                RETURNING id
-                """,
-                (
-                    Jsonb(deadletters.error_body(error)),
-                    self.settings.org,
-                    mapping.object,
-                    entry.key,
-                ),
-            )
-            if await cur.fetchone() is not None:
-                return
         await deadletters.add(
             conn,
             org=self.settings.org,
@@ -575,6 +558,7 @@ class PgToSalesforce:
             record_key=entry.key,
             event=entry.event,
             error=error,
+            reopen=entry.retry,
         )
 
     # -------------------------------------------------------------- metrics

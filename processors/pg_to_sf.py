@@ -67,7 +67,6 @@ still ``failed`` (retry as is), send it again; success resolves the letter.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -81,7 +80,10 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from forcelink.connector.postgres.setup import MAX_ORIGIN_SESSIONS, split_table
+from forcelink.connector.postgres.setup import (
+    apply_session_origin_async,
+    split_table,
+)
 from forcelink.connector.salesforce.writer import (
     COLLECTION_SIZE,
     CallRejected,
@@ -590,7 +592,7 @@ class PgToSalesforce:
                 raise SourceUnavailable(
                     "cannot connect to Postgres", org=self.settings.org
                 ) from error
-            await _take_origin(conn, self.settings.origin)
+            await apply_session_origin_async(conn, self.settings.origin)  # type: ignore[arg-type]  # any row type
             self._conn = conn
         return self._conn
 
@@ -824,32 +826,4 @@ async def _remember(
             last_values = excluded.last_values
         """,
         (org, mapping.object, sfids, hashes, texts),
-    )
-
-
-async def _take_origin(conn: psycopg.AsyncConnection[Any], name: str) -> str:
-    """``apply_session_origin`` for an async connection (same names, same rules).
-
-    The sync function in ``connector/postgres/setup.py`` cannot run on an
-    AsyncConnection, and the dead letters need one; an async twin there
-    would let this go.
-    """
-    for index in range(MAX_ORIGIN_SESSIONS):
-        candidate = name if index == 0 else f"{name}_{index}"
-        with contextlib.suppress(psycopg.errors.UniqueViolation):
-            await conn.execute(
-                "SELECT pg_replication_origin_create(%s) WHERE NOT EXISTS"
-                " (SELECT 1 FROM pg_replication_origin WHERE roname = %s)",
-                (candidate, candidate),
-            )
-        try:
-            await conn.execute(
-                "SELECT pg_replication_origin_session_setup(%s)", (candidate,)
-            )
-        except psycopg.errors.ObjectInUse:
-            continue
-        return candidate
-    raise ConfigError(
-        f"all {MAX_ORIGIN_SESSIONS} replication origins {name}_* are in use",
-        key="capture.origin",
     )
